@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from gateway.deps import ServicesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Alive: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    """Ready: indexes rebuilt from the store and the store reachable."""
+    if not services.ready:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    if services.cache is not None:
+        ok, detail = await services.cache.store_health()
+        if not ok:
+            return JSONResponse({"status": "degraded", "store": detail}, status_code=503)
+    return JSONResponse({"status": "ready"})

@@ -1,0 +1,53 @@
+"""The OpenAI endpoints: completions go through the cache; models and embeddings are proxied."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from gateway.deps import ServicesDep
+from gateway.forwarding import forward_completion, forward_raw
+from gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    Endpoint,
+    parse_json_object,
+    read_body,
+    validate,
+)
+
+router = APIRouter(tags=["openai"])
+
+
+async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep) -> Response:
+    raw = await read_body(request, services.settings.max_request_bytes)
+    data = parse_json_object(raw)
+    model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+    parsed = validate(model, data)
+    if services.cache is not None:
+        return await services.cache.complete(endpoint, request.headers, raw, data, parsed)
+    return await forward_completion(
+        services.upstream, endpoint, request.headers, raw,
+        stream=parsed.stream, on_complete=None, extra_headers={"x-semcache": "bypass"},
+    )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, services: ServicesDep) -> Response:
+    return await _complete("chat", request, services)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, services: ServicesDep) -> Response:
+    return await _complete("completions", request, services)
+
+
+@router.get("/v1/models")
+async def models(request: Request, services: ServicesDep) -> Response:
+    return await forward_raw(services.upstream, request, "models", b"")
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, services: ServicesDep) -> Response:
+    body = await read_body(request, services.settings.max_request_bytes)
+    return await forward_raw(services.upstream, request, "embeddings", body)

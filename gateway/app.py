@@ -1,0 +1,52 @@
+"""``create_app(settings)``: the app, and the lifespan that owns every long-lived object."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from gateway import __version__
+from gateway.api import health, openai, passthrough
+from gateway.config import Settings
+from gateway.deps import Services
+from gateway.errors import install_handlers
+from gateway.upstream import Upstream
+
+if TYPE_CHECKING:
+    from gateway.embedding import Embedder
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastAPI:
+    """``embedder``: share an already loaded model (tests, the demo); else the lifespan loads one."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        upstream = Upstream(settings)
+        services = Services(settings=settings, upstream=upstream)
+        app.state.services = services
+        try:
+            if settings.cache_enabled:
+                from gateway.cache.service import CacheService
+
+                services.cache = await CacheService.start(settings, upstream, embedder=embedder)
+            services.ready = True
+            log.info("semcache %s ready, upstream %s", __version__, settings.upstream_url)
+            yield
+        finally:
+            services.ready = False
+            if services.cache is not None:
+                await services.cache.aclose()
+            await upstream.aclose()
+
+    app = FastAPI(title="semcache", version=__version__, lifespan=lifespan)
+    install_handlers(app)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(passthrough.router)
+    return app

@@ -1,0 +1,64 @@
+"""The ``semcache`` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from gateway.config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    upstream: Annotated[
+        str | None, typer.Option(help="Backend OpenAI base URL, e.g. http://localhost:8000/v1")
+    ] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Pure proxy, no caching")] = False,
+    config: Annotated[str | None, typer.Option(help="YAML settings file (SEMCACHE_CONFIG)")] = None,
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    if config:
+        os.environ["SEMCACHE_CONFIG"] = config
+    settings = _settings(
+        upstream_url=upstream, host=host, port=port, database_url=database_url,
+        cache_enabled=False if no_cache else None,
+    )
+    logging.basicConfig(level=settings.log_level.upper())
+    uvicorn.run(
+        create_app(settings), host=settings.host, port=settings.port,
+        log_level=settings.log_level, proxy_headers=False,
+    )
+
+
+@app.command("fake-upstream")
+def fake_upstream(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    chunk_delay_ms: Annotated[float, typer.Option(help="Delay between stream chunks")] = 20.0,
+) -> None:
+    """Run the deterministic fake LLM (an OpenAI-compatible server for demos and tests)."""
+    import uvicorn
+
+    from gateway.fake_upstream import create_fake_app
+
+    uvicorn.run(create_fake_app(chunk_delay_s=chunk_delay_ms / 1000), host=host, port=port)
+
+
+if __name__ == "__main__":
+    app()

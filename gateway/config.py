@@ -1,0 +1,101 @@
+"""The one settings object.
+
+Sources, highest priority first: keyword arguments (the CLI's flags), environment variables
+``SEMCACHE_*``, the YAML file named by ``SEMCACHE_CONFIG``, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEMCACHE_", extra="forbid")
+
+    # --- upstream -------------------------------------------------------------------------
+    upstream_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="OpenAI base URL of the backend, as you would give it to the openai client.",
+    )
+    upstream_api_key: SecretStr | None = Field(
+        None, description="If set, sent upstream instead of the client's Authorization header."
+    )
+    upstream_timeout_s: float = Field(
+        600.0, gt=0, description="Longest wait for the upstream's next byte (504 after it)."
+    )
+    upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout (502/504).")
+    upstream_max_connections: int = Field(256, ge=1, description="Connection pool size.")
+
+    # --- server ---------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_request_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- cache ----------------------------------------------------------------------------
+    cache_enabled: bool = Field(True, description="False turns the gateway into a pure proxy.")
+    database_url: str = Field(
+        "sqlite:///./semcache.db", description="SQLAlchemy URL of the document store."
+    )
+    auto_migrate: bool = Field(
+        True, description="Run Alembic migrations at start-up (turn off when a deploy step does)."
+    )
+    categories_dir: Path | None = Field(
+        None, description="Directory of category YAML files (default: the shipped ones)."
+    )
+    categories_overlay: Path | None = Field(
+        None, description="YAML overlay of per-category overrides (e.g. from `semcache tune`)."
+    )
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model path (default: packaged all-MiniLM-L6-v2)."
+    )
+    embedding_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    embedding_batch_wait_ms: float = Field(
+        2.0, ge=0, le=50, description="Longest wait to gather concurrent queries into one batch."
+    )
+    embedding_max_batch: int = Field(64, ge=1)
+    max_query_chars: int = Field(
+        4000, ge=64, description="Query text beyond this is cut before embedding (header says so)."
+    )
+    classify_min_similarity: float = Field(
+        0.30, ge=-1, le=1, description="Below this the request goes to the `general` category."
+    )
+    search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
+    sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")
+    default_namespace: str = "default"
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("upstream_url must start with http:// or https://")
+        return v.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SEMCACHE_CONFIG")
+        if config_file:
+            if not Path(config_file).is_file():
+                raise FileNotFoundError(f"SEMCACHE_CONFIG={config_file}: no such file")
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)

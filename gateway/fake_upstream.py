@@ -1,0 +1,186 @@
+"""A small deterministic OpenAI-compatible LLM, for the demo and the tests.
+
+Answers are a pure function of (model, last user message), so a test can tell a cached answer
+from a fresh one. Behaviour is steered per request by headers (the gateway forwards them):
+
+    x-fake-status: 429          answer with this error status (OpenAI error body)
+    x-fake-delay: 1.5           seconds to wait before the status line
+    x-fake-chunk-delay: 0.2     seconds between stream chunks (default: the app's setting)
+    x-fake-cut-after: 3         break the connection after this many stream chunks
+    x-fake-finish: length       finish_reason to report (default "stop")
+    x-fake-bad-json: 1          answer 200 with a body that is not JSON
+
+``GET /fake/stats`` tells how many requests each path received; ``POST /fake/reset`` zeroes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+_WORDS = (
+    "the a cache model answer token vector index query result value system fast data "
+    "request latency store memory simple clear exact quick useful stable"
+).split()
+
+
+def fake_text(model: str, prompt: str, n_words: int = 24) -> str:
+    digest = hashlib.sha256(f"{model}\x00{prompt}".encode()).digest()
+    words = [_WORDS[b % len(_WORDS)] for b in digest[:n_words]]
+    return f'Answer to "{prompt[:80]}": ' + " ".join(words) + "."
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, list):
+                return " ".join(p.get("text", "") for p in c if isinstance(p, dict))
+            return str(c or "")
+    return ""
+
+
+def _tokens(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
+    app = FastAPI(title="semcache fake upstream")
+    stats: Counter[str] = Counter()
+
+    def error(status: int, message: str) -> JSONResponse:
+        kind = "rate_limit_error" if status == 429 else "server_error"
+        return JSONResponse(
+            {"error": {"message": message, "type": kind, "param": None, "code": str(status)}},
+            status_code=status,
+        )
+
+    async def generate(request: Request, chat: bool) -> Response:
+        stats[request.url.path] += 1
+        h = request.headers
+        if delay := float(h.get("x-fake-delay", 0)):
+            await asyncio.sleep(delay)
+        if status := int(h.get("x-fake-status", 0)):
+            return error(status, f"fake upstream error {status}")
+        if h.get("x-fake-bad-json"):
+            return Response(b"{not json", media_type="application/json")
+        body = orjson.loads(await request.body())
+        model = body.get("model", "fake")
+        prompt = _last_user_text(body["messages"]) if chat else str(body.get("prompt", ""))
+        text = fake_text(model, prompt)
+        finish = h.get("x-fake-finish", "stop")
+        rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.md5(str(time.time_ns()).encode()).hexdigest()
+        created = int(time.time())
+        usage = {
+            "prompt_tokens": _tokens(prompt),
+            "completion_tokens": _tokens(text),
+            "total_tokens": _tokens(prompt) + _tokens(text),
+        }
+        if not body.get("stream"):
+            choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+            if chat:
+                choice["message"] = {"role": "assistant", "content": text}
+            else:
+                choice["text"] = text
+            obj = "chat.completion" if chat else "text_completion"
+            return JSONResponse(
+                {"id": rid, "object": obj, "created": created, "model": model,
+                 "choices": [choice], "usage": usage}
+            )
+
+        chunk_delay = float(h.get("x-fake-chunk-delay", chunk_delay_s))
+        cut_after = int(h.get("x-fake-cut-after", -1))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        pieces = [w + " " for w in text.split(" ")]
+        pieces[-1] = pieces[-1].rstrip()
+
+        def event(choice: dict[str, Any], usage_value: Any = None) -> bytes:
+            obj = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                   "created": created, "model": model, "choices": [choice]}
+            if include_usage:
+                obj["usage"] = usage_value
+            return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+        async def events() -> AsyncIterator[bytes]:
+            if chat:
+                yield event({"index": 0, "delta": {"role": "assistant", "content": ""},
+                             "finish_reason": None})
+            for i, piece in enumerate(pieces):
+                if i == cut_after:
+                    raise ConnectionResetError("fake upstream cut the stream")
+                if chunk_delay:
+                    await asyncio.sleep(chunk_delay)
+                if chat:
+                    yield event({"index": 0, "delta": {"content": piece}, "finish_reason": None})
+                else:
+                    yield event({"index": 0, "text": piece, "logprobs": None,
+                                 "finish_reason": None})
+            last: dict[str, Any] = {"index": 0, "finish_reason": finish}
+            last.update({"delta": {}} if chat else {"text": "", "logprobs": None})
+            yield event(last)
+            if include_usage:
+                obj = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
+                       "created": created, "model": model, "choices": [], "usage": usage}
+                yield b"data: " + orjson.dumps(obj) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await generate(request, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await generate(request, chat=False)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        stats[request.url.path] += 1
+        return {"object": "list", "data": [
+            {"id": name, "object": "model", "created": 1700000000, "owned_by": "semcache-fake"}
+            for name in ("fake-small", "fake-large")
+        ]}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request) -> dict[str, Any]:
+        stats[request.url.path] += 1
+        body = orjson.loads(await request.body())
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for i, text in enumerate(inputs):
+            digest = hashlib.sha256(str(text).encode()).digest()
+            data.append({"object": "embedding", "index": i,
+                         "embedding": [round(b / 255 - 0.5, 6) for b in digest[:8]]})
+        return {"object": "list", "data": data, "model": body.get("model", "fake"),
+                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}}
+
+    @app.api_route("/v1/echo/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    async def echo(rest: str, request: Request) -> Response:
+        stats[request.url.path] += 1
+        body = await request.body()
+        status = int(request.query_params.get("status", 200))
+        return JSONResponse(
+            {"method": request.method, "path": rest, "query": request.url.query,
+             "headers": dict(request.headers), "body": body.decode("utf-8", "replace")},
+            status_code=status, headers={"x-fake-echo": "yes"},
+        )
+
+    @app.get("/fake/stats")
+    async def get_stats() -> dict[str, Any]:
+        return {"requests": dict(stats)}
+
+    @app.post("/fake/reset")
+    async def reset() -> dict[str, str]:
+        stats.clear()
+        return {"status": "reset"}
+
+    return app

@@ -1,0 +1,91 @@
+"""Forwarding to the upstream and back: pass-through, and completions with a capture hook.
+
+``forward_raw`` is the verbatim proxy for every ``/v1/*`` path the cache does not handle.
+``forward_completion`` forwards a (chat) completion and, when the answer is complete and
+storable, hands it to ``on_complete`` — for a stream, only after the last byte reached the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import UpstreamError
+from gateway.protocol import Endpoint
+from gateway.streaming import SSEParser, StreamAssembler, error_event, storable
+from gateway.upstream import Upstream, iter_body, read_body, response_headers
+
+log = logging.getLogger(__name__)
+
+OnComplete = Callable[[dict[str, Any]], Awaitable[None]]
+
+_PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
+
+
+async def forward_raw(upstream: Upstream, request: Request, path: str, body: bytes) -> Response:
+    """Method, query, body, status and headers as they are; the body streamed both ways."""
+    headers = upstream.request_headers(request.headers, identity=False)
+    resp = await upstream.open(
+        request.method, path, headers=headers, content=body or None, query=request.url.query
+    )
+    return StreamingResponse(
+        _guarded(iter_body(resp, raw=True), sse=False),
+        status_code=resp.status_code,
+        headers=response_headers(resp.headers, decoded=False),
+    )
+
+
+async def forward_completion(
+    upstream: Upstream,
+    endpoint: Endpoint,
+    incoming_headers: Mapping[str, str],
+    body: bytes,
+    *,
+    stream: bool,
+    on_complete: OnComplete | None,
+    extra_headers: Mapping[str, str],
+) -> Response:
+    headers = upstream.request_headers(incoming_headers, identity=True)
+    resp = await upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
+    out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
+    is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
+
+    if resp.status_code >= 400 or not (stream and is_sse):
+        content = await read_body(resp)
+        if resp.status_code < 400 and on_complete is not None:
+            try:
+                parsed = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if isinstance(parsed, dict) and storable(endpoint, parsed):
+                await on_complete(parsed)
+        return Response(content, status_code=resp.status_code, headers=out_headers)
+
+    async def tee() -> AsyncIterator[bytes]:
+        parser, assembler = SSEParser(), StreamAssembler(endpoint)
+        async for chunk in _guarded(iter_body(resp, raw=False), sse=True):
+            yield chunk
+            for data in parser.feed(chunk):
+                assembler.feed(data)
+        result = assembler.result()
+        if result is not None and on_complete is not None:
+            await on_complete(result)
+
+    return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
+
+
+async def _guarded(chunks: AsyncIterator[bytes], *, sse: bool) -> AsyncIterator[bytes]:
+    """After the status line is sent an upstream failure can't change it: end the body instead,
+    with an error event for event streams (clients see why the stream stopped)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except UpstreamError as exc:
+        log.warning("upstream failed mid-response: %s", exc.message)
+        if sse:
+            yield error_event(exc.message, exc.error_type, exc.code or "upstream_error")

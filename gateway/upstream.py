@@ -1,0 +1,119 @@
+"""Talking to the backend: one pooled httpx client; httpx errors become ours in one place."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+
+import httpx
+
+from gateway.config import Settings
+from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+
+# RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+        "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
+    }
+)
+_GATEWAY_PREFIX = "x-semcache-"
+
+
+@contextmanager
+def map_httpx_errors() -> Iterator[None]:
+    """The only place an httpx exception is turned into a gateway error."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})") from exc
+    except httpx.HTTPError as exc:
+        detail = str(exc) or type(exc).__name__
+        raise UpstreamUnavailable(f"upstream unreachable or broke the connection: {detail}") from exc
+
+
+def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:
+    """Upstream response headers worth passing to the client.
+
+    ``decoded``: the body we send is the decoded one, so content-encoding no longer applies.
+    """
+    drop = HOP_BY_HOP | ({"content-encoding"} if decoded else frozenset())
+    return {k: v for k, v in headers.items() if k.lower() not in drop}
+
+
+class Upstream:
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self.base_url = settings.upstream_url
+        self._api_key = settings.upstream_api_key
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.upstream_max_connections,
+                max_keepalive_connections=settings.upstream_max_connections,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def request_headers(
+        self, incoming: Mapping[str, str], *, identity: bool
+    ) -> dict[str, str]:
+        """Client headers minus hop-by-hop and our own; the upstream key replaces the client's.
+
+        ``identity``: ask for an unencoded body, because the gateway must read it.
+        """
+        out = {
+            k: v
+            for k, v in incoming.items()
+            if k.lower() not in HOP_BY_HOP and not k.lower().startswith(_GATEWAY_PREFIX)
+        }
+        if self._api_key is not None:
+            out = {k: v for k, v in out.items() if k.lower() != "authorization"}
+            out["authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        if identity:
+            out = {k: v for k, v in out.items() if k.lower() != "accept-encoding"}
+            out["accept-encoding"] = "identity"
+        return out
+
+    def url(self, path: str, query: str = "") -> str:
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        return f"{url}?{query}" if query else url
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        content: bytes | None = None,
+        query: str = "",
+    ) -> httpx.Response:
+        """Send and return once the status and headers arrived; the body is still to be read.
+
+        The caller must ``aclose()`` the response (``iter_body`` does it).
+        """
+        request = self.client.build_request(
+            method, self.url(path, query), headers=headers, content=content
+        )
+        with map_httpx_errors():
+            return await self.client.send(request, stream=True)
+
+
+async def iter_body(response: httpx.Response, *, raw: bool) -> AsyncIterator[bytes]:
+    """The body as it arrives, chunk by chunk; errors mapped; the response closed at the end."""
+    try:
+        with map_httpx_errors():
+            chunks = response.aiter_raw() if raw else response.aiter_bytes()
+            async for chunk in chunks:
+                yield chunk
+    finally:
+        await response.aclose()
+
+
+async def read_body(response: httpx.Response) -> bytes:
+    return b"".join([c async for c in iter_body(response, raw=False)])
