@@ -70,7 +70,11 @@ class Settings(BaseSettings):
         4000, ge=64, description="Query text beyond this is cut before embedding (header says so)."
     )
     classify_min_similarity: float = Field(
-        0.30, ge=-1, le=1, description="Below this the request goes to the `general` category."
+        0.25, ge=-1, le=1, description="Below this the request goes to the `general` category."
+    )
+    classify_margin: float = Field(
+        0.06, ge=0, le=1,
+        description="Categories scoring within this of the best are searched too.",
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")

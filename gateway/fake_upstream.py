@@ -91,10 +91,17 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
             else:
                 choice["text"] = text
             obj = "chat.completion" if chat else "text_completion"
-            return JSONResponse(
-                {"id": rid, "object": obj, "created": created, "model": model,
-                 "choices": [choice], "usage": usage}
-            )
+            payload = {"id": rid, "object": obj, "created": created, "model": model,
+                       "choices": [choice], "usage": usage}
+            if "x-fake-cut-after" in h:  # half the body, then a broken connection
+                data = orjson.dumps(payload)
+
+                async def cut() -> AsyncIterator[bytes]:
+                    yield data[: len(data) // 2]
+                    raise ConnectionResetError("fake upstream cut the body")
+
+                return StreamingResponse(cut(), media_type="application/json")
+            return JSONResponse(payload)
 
         chunk_delay = float(h.get("x-fake-chunk-delay", chunk_delay_s))
         cut_after = int(h.get("x-fake-cut-after", -1))

@@ -67,14 +67,18 @@ async def forward_completion(
         return Response(content, status_code=resp.status_code, headers=out_headers)
 
     async def tee() -> AsyncIterator[bytes]:
-        parser, assembler = SSEParser(), StreamAssembler(endpoint)
+        # The answer is stored before the chunk carrying ``[DONE]`` is passed on, so a client
+        # that saw the end of its stream can count on the next identical question hitting.
+        parser, assembler, finished = SSEParser(), StreamAssembler(endpoint), False
         async for chunk in _guarded(iter_body(resp, raw=False), sse=True):
-            yield chunk
             for data in parser.feed(chunk):
                 assembler.feed(data)
-        result = assembler.result()
-        if result is not None and on_complete is not None:
-            await on_complete(result)
+            if assembler.done and not finished:
+                finished = True
+                result = assembler.result()
+                if result is not None and on_complete is not None:
+                    await on_complete(result)
+            yield chunk
 
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
 

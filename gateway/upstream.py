@@ -17,6 +17,8 @@ HOP_BY_HOP = frozenset(
         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host", "content-length",
     }
 )
+# Set by our own HTTP server on every response; the upstream's copies would be duplicates.
+_SERVER_SET = frozenset({"date", "server"})
 _GATEWAY_PREFIX = "x-semcache-"
 
 
@@ -37,7 +39,7 @@ def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]
 
     ``decoded``: the body we send is the decoded one, so content-encoding no longer applies.
     """
-    drop = HOP_BY_HOP | ({"content-encoding"} if decoded else frozenset())
+    drop = HOP_BY_HOP | _SERVER_SET | ({"content-encoding"} if decoded else frozenset())
     return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 

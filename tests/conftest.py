@@ -6,14 +6,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.embedding import SentenceTransformerEmbedder
 from gateway.fake_upstream import create_fake_app
 from gateway.serverthread import ServerThread
 
@@ -45,10 +49,64 @@ def gateway_factory(fake_upstream: ServerThread) -> Iterator[GatewayFactory]:
 
     def make(embedder: Any = None, **overrides: Any) -> ServerThread:
         overrides.setdefault("upstream_url", f"{fake_upstream.url}/v1")
-        server = ServerThread(create_app(Settings(**overrides), embedder=embedder)).start()
+        settings = Settings(**overrides)
+        server = ServerThread(create_app(settings, embedder=embedder)).start()
         started.append(server)
+        if settings.cache_enabled:
+            wait_ready(server.url)
         return server
 
     yield make
     for server in reversed(started):
         server.stop()
+
+
+def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while httpx.get(f"{url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} never became ready")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The real default model, loaded once for the whole session."""
+    return SentenceTransformerEmbedder(device="cpu")
+
+
+PG_URL = os.environ.get(
+    "SEMCACHE_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test"
+)
+REQUIRE_PG = os.environ.get("SEMCACHE_REQUIRE_PG") == "1"
+
+
+def _pg_schema_url() -> Iterator[str]:
+    try:
+        engine = sa.create_engine(PG_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:
+        reason = f"PostgreSQL at {PG_URL} unreachable ({type(exc).__name__}); set SEMCACHE_TEST_PG_URL"
+        if REQUIRE_PG:
+            pytest.fail(reason + " (SEMCACHE_REQUIRE_PG=1 makes this a failure)")
+        pytest.skip(reason)
+    schema = "semcache_test_" + uuid.uuid4().hex[:12]
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty document store: a SQLite file, or a new schema in the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/cache.db"
+    else:
+        yield from _pg_schema_url()

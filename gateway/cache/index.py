@@ -1,0 +1,96 @@
+"""One in-memory HNSW index (hnswlib) per category.
+
+Inner product on L2-normalised vectors, so similarity = 1 - hnswlib's distance = cosine.
+Labels are the document store's row ids. Beside the graph the index keeps, per label, what a
+candidate must match before the store is read at all: scope, conversation context, expiry.
+Deleted labels are marked and their slots reused; the capacity doubles when full.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import hnswlib
+import numpy as np
+
+from gateway.embedding import Vectors
+
+
+@dataclass(frozen=True)
+class Meta:
+    scope_hash: str
+    context_hash: str
+    expires_at: float
+
+
+class CategoryIndex:
+    def __init__(self, dim: int, *, capacity: int = 1024, ef: int = 64, m: int = 16):
+        self.dim = dim
+        self._index = hnswlib.Index(space="ip", dim=dim)
+        self._index.init_index(
+            max_elements=capacity, ef_construction=200, M=m, allow_replace_deleted=True
+        )
+        self._index.set_ef(ef)
+        self._meta: dict[int, Meta] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    @property
+    def capacity(self) -> int:
+        return int(self._index.get_max_elements())
+
+    def add(self, ids: list[int], vectors: Vectors, metas: list[Meta]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            fresh = [i for i in ids if i not in self._meta]
+            needed = len(self._meta) + len(fresh)
+            if needed > self._index.get_max_elements():
+                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+            self._index.add_items(
+                np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim),
+                np.asarray(ids, dtype=np.int64), replace_deleted=True,
+            )
+            for i, meta in zip(ids, metas, strict=True):
+                self._meta[i] = meta
+
+    def remove(self, ids: list[int]) -> int:
+        removed = 0
+        with self._lock:
+            for i in ids:
+                if self._meta.pop(i, None) is not None:
+                    self._index.mark_deleted(i)
+                    removed += 1
+        return removed
+
+    def expired(self, now: float) -> list[int]:
+        with self._lock:
+            return [i for i, m in self._meta.items() if m.expires_at <= now]
+
+    def search(
+        self, vector: Vectors, *, k: int, scope_hash: str, context_hash: str, now: float
+    ) -> list[tuple[int, float]]:
+        """The ``k`` nearest live labels of the same scope and context, with their similarity,
+        best first. The caller applies the category's threshold."""
+        with self._lock:
+            def allowed(label: int) -> bool:
+                m = self._meta.get(label)
+                return (
+                    m is not None and m.scope_hash == scope_hash
+                    and m.context_hash == context_hash and m.expires_at > now
+                )
+
+            k = min(k, len(self._meta))
+            while k > 0:
+                try:
+                    labels, dists = self._index.knn_query(vector, k=k, filter=allowed)
+                    break
+                except RuntimeError:  # fewer than k labels pass the filter
+                    k //= 2
+            if k == 0:
+                return []
+        sims = 1.0 - dists[0]
+        return [(int(label), float(sim)) for label, sim in zip(labels[0], sims, strict=True)]

@@ -1,0 +1,311 @@
+r"""The one orchestrator of a cached request:
+
+    key -> embed -> classify -> plan -> search -> verify -> serve hit
+                                                         \-> forward -> store (if complete)
+
+Cache trouble (model, index or store failing) never fails a request: it is logged, and the
+request is forwarded as a bypass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.responses import Response, StreamingResponse
+
+from gateway.cache import policy
+from gateway.cache.index import CategoryIndex, Meta
+from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
+from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
+from gateway.cache.verify import verify
+from gateway.categories import Category, Classifier, load_categories
+from gateway.config import Settings
+from gateway.embedding import Embedder, MicroBatcher, SentenceTransformerEmbedder, Vectors
+from gateway.errors import InvalidRequest
+from gateway.forwarding import forward_completion
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
+from gateway.resources import categories_dir
+from gateway.streaming import fresh, replay
+from gateway.upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: StoredEntry
+    similarity: float
+
+
+@dataclass
+class Lookup:
+    hit: Hit | None
+    nearest: float | None            # best similarity in scope, hit or not
+    rejected: dict[str, int]         # verifier's reasons for the candidates it refused
+
+
+class CacheService:
+    def __init__(
+        self, settings: Settings, upstream: Upstream, categories: dict[str, Category],
+        batcher: MicroBatcher, classifier: Classifier, store: Store,
+    ):
+        self.settings = settings
+        self.upstream = upstream
+        self.categories = categories
+        self.batcher = batcher
+        self.classifier = classifier
+        self.store = store
+        dim = batcher.embedder.dim
+        self.indexes = {name: CategoryIndex(dim) for name in categories}
+        self.warm = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # --- life cycle ---------------------------------------------------------------------
+    @classmethod
+    async def start(
+        cls, settings: Settings, upstream: Upstream, *, embedder: Embedder | None = None
+    ) -> CacheService:
+        categories = load_categories(
+            settings.categories_dir or categories_dir(), settings.categories_overlay
+        )
+        if embedder is None:
+            embedder = await asyncio.to_thread(
+                SentenceTransformerEmbedder, settings.embedding_model, settings.embedding_device
+            )
+        batcher = MicroBatcher(
+            embedder, wait_s=settings.embedding_batch_wait_ms / 1000,
+            max_batch=settings.embedding_max_batch,
+        )
+        batcher.start()
+        exemplars = {n: await batcher.embed_many(c.exemplars) for n, c in categories.items()}
+        classifier = Classifier(categories, exemplars, settings.classify_min_similarity)
+        if settings.auto_migrate:
+            await asyncio.to_thread(run_migrations, settings.database_url)
+        store = Store(make_engine(settings.database_url))
+        service = cls(settings, upstream, categories, batcher, classifier, store)
+        service._spawn(service._rebuild())
+        service._spawn(service._sweep_forever())
+        return service
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.batcher.aclose()
+        await asyncio.to_thread(self.store.dispose)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _rebuild(self) -> None:
+        """Warm restart: every live row back into its category's index; then ready."""
+        started, count = time.monotonic(), 0
+        rows_iter = self.store.iter_live(time.time())
+        while True:
+            batch = await asyncio.to_thread(next, rows_iter, None)
+            if batch is None:
+                break
+            by_cat: dict[str, list[Any]] = {}
+            for row in batch:
+                if row.category in self.indexes:
+                    by_cat.setdefault(row.category, []).append(row)
+            for name, rows in by_cat.items():
+                vecs = [r.embedding for r in rows]
+                metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in rows]
+                await asyncio.to_thread(self.indexes[name].add, [r.id for r in rows], vecs, metas)
+            count += len(batch)
+            log.info("index rebuild: %d entries loaded", count)
+        log.info("index rebuild done: %d entries in %.2fs", count, time.monotonic() - started)
+        self.warm.set()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_interval_s)
+            with contextlib.suppress(SQLAlchemyError):
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        """Delete expired rows from the store and their labels from the indexes."""
+        now = time.time()
+        swept = await asyncio.to_thread(self.store.sweep_expired, now)
+        for entry_id, category in swept:
+            if category in self.indexes:
+                self.indexes[category].remove([entry_id])
+        for index in self.indexes.values():  # rows another process already deleted
+            index.remove(index.expired(now))
+        return len(swept)
+
+    async def store_health(self) -> tuple[bool, str]:
+        if not self.warm.is_set():
+            return False, "rebuilding index"
+        try:
+            await asyncio.to_thread(self.store.ping)
+        except SQLAlchemyError as exc:
+            return False, f"store unreachable: {type(exc).__name__}"
+        return True, "ok"
+
+    # --- the request path ---------------------------------------------------------------
+    async def complete(
+        self, endpoint: Endpoint, headers: Mapping[str, str], raw: bytes, data: dict[str, Any],
+        parsed: ChatCompletionRequest | CompletionRequest,
+    ) -> Response:
+        namespace = namespace_of(headers, self.settings.default_namespace)
+        max_chars = self.settings.max_query_chars
+        key = (
+            chat_key(parsed, namespace, max_chars) if isinstance(parsed, ChatCompletionRequest)
+            else completion_key(parsed, namespace, max_chars)
+        )
+        cc = policy.cache_control(headers.get("cache-control"))
+        forced = headers.get("x-semcache-category")
+        if forced is not None and forced not in self.categories:
+            raise InvalidRequest(
+                f"X-Semcache-Category {forced!r} is not a category; known: "
+                + ", ".join(sorted(self.categories)), param="X-Semcache-Category",
+            )
+        out = {"x-semcache-truncated": "true"} if key.truncated else {}
+
+        if key.bypass is not None or not self.warm.is_set():
+            return await self._forward(key, raw, headers, parsed.stream, None, None,
+                                       {**out, "x-semcache-bypass": key.bypass or "warming_up"})
+        try:
+            vec = await self.batcher.embed(key.text)
+        except Exception:
+            log.exception("embedding failed; request bypasses the cache")
+            return await self._forward(key, raw, headers, parsed.stream, None, None,
+                                       {**out, "x-semcache-bypass": "embedding_failed"})
+        ranked = (
+            [forced] if forced else
+            [n for n, _ in self.classifier.ranked(vec, self.settings.classify_margin)]
+        )
+        category = self.categories[ranked[0]]
+        out["x-semcache-category"] = category.name
+        plan = policy.plan(None, category, cc)
+        if plan.bypass is not None:
+            return await self._forward(key, raw, headers, parsed.stream, None, None,
+                                       {**out, "x-semcache-bypass": plan.bypass})
+        if plan.lookup:
+            for name in ranked:
+                neighbour = self.categories[name]
+                if not neighbour.cacheable:
+                    continue
+                found = await self._lookup(key, category, neighbour, vec)
+                if found.hit is not None:
+                    return self._serve(key, found.hit, parsed, out)
+        return await self._forward(key, raw, headers, parsed.stream,
+                                   category if plan.store else None, vec, out)
+
+    async def _lookup(
+        self, key: RequestKey, category: Category, searched: Category, vec: Vectors
+    ) -> Lookup:
+        """Search ``searched``'s index for the query classified as ``category``: a candidate
+        must pass the stricter threshold and the verification of both."""
+        now = time.time()
+        index = self.indexes[searched.name]
+        threshold = max(category.threshold, searched.threshold)
+        slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
+        check = category.verification.enabled or searched.verification.enabled
+        near = await asyncio.to_thread(
+            index.search, vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
+            context_hash=key.context_hash, now=now,
+        )
+        nearest = near[0][1] if near else None
+        candidates = [(i, s) for i, s in near if s >= threshold]
+        if not candidates:
+            return Lookup(None, nearest, {})
+        try:
+            rows = await asyncio.to_thread(self.store.get_many, [i for i, _ in candidates])
+        except SQLAlchemyError:
+            log.exception("store read failed; treating as a miss")
+            return Lookup(None, nearest, {})
+        rejected: dict[str, int] = {}
+        for entry_id, sim in candidates:
+            row = rows.get(entry_id)
+            if row is None:  # deleted behind our back (another replica, an operator)
+                index.remove([entry_id])
+                continue
+            if row.expires_at <= now or row.scope_hash != key.scope_hash \
+                    or row.context_hash != key.context_hash:
+                continue
+            if check:
+                verdict = verify(key.text, row.query_text, slots)
+                if not verdict.ok:
+                    reason = verdict.reason or "unknown"
+                    rejected[reason] = rejected.get(reason, 0) + 1
+                    continue
+            self._spawn(asyncio.to_thread(self.store.touch, entry_id, now))
+            return Lookup(Hit(row, sim), nearest, rejected)
+        return Lookup(None, nearest, rejected)
+
+    def _serve(
+        self, key: RequestKey, hit: Hit, parsed: ChatCompletionRequest | CompletionRequest,
+        out: dict[str, str],
+    ) -> Response:
+        body = fresh(key.endpoint, hit.entry.response)
+        headers = {
+            **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
+            "x-semcache-entry": str(hit.entry.id),
+            "age": str(max(0, int(time.time() - hit.entry.created_at))),
+        }
+        if parsed.stream:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            return StreamingResponse(
+                replay(key.endpoint, body, include_usage=include_usage),
+                media_type="text/event-stream", headers=headers,
+            )
+        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+    async def _forward(
+        self, key: RequestKey, raw: bytes, headers: Mapping[str, str], stream: bool,
+        store_in: Category | None, vec: Vectors | None, out: dict[str, str],
+    ) -> Response:
+        outcome = "bypass" if "x-semcache-bypass" in out else "miss"
+
+        async def on_complete(response: dict[str, Any]) -> None:
+            if store_in is not None and vec is not None:
+                await self._store(key, store_in, vec, response)
+
+        return await forward_completion(
+            self.upstream, key.endpoint, headers, raw, stream=stream,
+            on_complete=on_complete if store_in is not None else None,
+            extra_headers={**out, "x-semcache": outcome},
+        )
+
+    async def _store(
+        self, key: RequestKey, category: Category, vec: Vectors, response: dict[str, Any]
+    ) -> None:
+        """Write the answer; acknowledged (and served to others) once the row is committed."""
+        now = time.time()
+        usage = response.get("usage") or {}
+        entry = NewEntry(
+            namespace=key.namespace, category=category.name, endpoint=key.endpoint,
+            model=key.model, scope_hash=key.scope_hash, context_hash=key.context_hash,
+            query_text=key.text, embedding=vec, response=response,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            created_at=now, expires_at=policy.expires_at(category, now),
+        )
+        index = self.indexes[category.name]
+        try:
+            entry_id = await asyncio.to_thread(self.store.insert, entry)
+            await asyncio.to_thread(
+                index.add, [entry_id], vec.reshape(1, -1),
+                [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
+            )
+            victims = await asyncio.to_thread(
+                self.store.evict, category.name, category.quota, category.eviction
+            )
+            index.remove(victims)
+        except SQLAlchemyError:
+            log.exception("store write failed; the answer was served but not cached")

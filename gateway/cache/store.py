@@ -1,0 +1,241 @@
+"""The document store: one SQLAlchemy table of cache entries (SQLite or PostgreSQL).
+
+The schema is owned by Alembic (``migrations/``); ``run_migrations`` applies it. Methods are
+blocking; the service calls them on worker threads. Times are Unix epoch seconds (float).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from gateway.embedding import Vectors
+from gateway.resources import migrations_dir
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+entries = sa.Table(
+    "cache_entries",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("endpoint", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("scope_hash", sa.String(64), nullable=False),
+    sa.Column("context_hash", sa.String(64), nullable=False),
+    sa.Column("query_text", sa.Text, nullable=False),
+    sa.Column("embedding", sa.LargeBinary, nullable=False),
+    sa.Column("response", sa.Text, nullable=False),
+    sa.Column("prompt_tokens", sa.Integer, nullable=True),
+    sa.Column("completion_tokens", sa.Integer, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("last_hit_at", sa.Float, nullable=True),
+    sa.Column("hit_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_cache_entries_category_expires", "category", "expires_at"),
+    sa.Index("ix_cache_entries_scope", "scope_hash"),
+)
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    namespace: str
+    category: str
+    endpoint: str
+    model: str
+    scope_hash: str
+    context_hash: str
+    query_text: str
+    embedding: Vectors
+    response: dict[str, Any]
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the in-memory index needs of a row."""
+
+    id: int
+    category: str
+    scope_hash: str
+    context_hash: str
+    expires_at: float
+    embedding: Vectors
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    id: int
+    category: str
+    scope_hash: str
+    context_hash: str
+    query_text: str
+    response: dict[str, Any]
+    completion_tokens: int | None
+    created_at: float
+    expires_at: float
+    hit_count: int
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def run_migrations(url: str) -> None:
+    """``alembic upgrade head`` on ``url``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def _vec(blob: bytes) -> Vectors:
+    return np.frombuffer(blob, dtype=np.float32).copy()
+
+
+class Store:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def insert(self, e: NewEntry) -> int:
+        values = {
+            "namespace": e.namespace, "category": e.category, "endpoint": e.endpoint,
+            "model": e.model, "scope_hash": e.scope_hash, "context_hash": e.context_hash,
+            "query_text": e.query_text,
+            "embedding": np.asarray(e.embedding, dtype=np.float32).tobytes(),
+            "response": orjson.dumps(e.response).decode(),
+            "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
+            "created_at": e.created_at, "expires_at": e.expires_at, "hit_count": 0,
+        }
+        with self.engine.begin() as conn:
+            result = conn.execute(entries.insert().values(**values).returning(entries.c.id))
+            return int(result.scalar_one())
+
+    def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
+        if not ids:
+            return {}
+        cols = [entries.c[n] for n in (
+            "id", "category", "scope_hash", "context_hash", "query_text", "response",
+            "completion_tokens", "created_at", "expires_at", "hit_count",
+        )]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*cols).where(entries.c.id.in_(ids))).all()
+        return {
+            r.id: StoredEntry(
+                id=r.id, category=r.category, scope_hash=r.scope_hash,
+                context_hash=r.context_hash, query_text=r.query_text,
+                response=orjson.loads(r.response), completion_tokens=r.completion_tokens,
+                created_at=r.created_at, expires_at=r.expires_at, hit_count=r.hit_count,
+            )
+            for r in rows
+        }
+
+    def touch(self, entry_id: int, now: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                entries.update().where(entries.c.id == entry_id)
+                .values(hit_count=entries.c.hit_count + 1, last_hit_at=now)
+            )
+
+    def delete(self, ids: list[int]) -> int:
+        if not ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(entries.delete().where(entries.c.id.in_(ids))).rowcount
+
+    def sweep_expired(self, now: float, limit: int = 10000) -> list[tuple[int, str]]:
+        """Delete expired rows (at most ``limit``); returns their (id, category)."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                sa.select(entries.c.id, entries.c.category)
+                .where(entries.c.expires_at <= now).limit(limit)
+            ).all()
+            if rows:
+                conn.execute(entries.delete().where(entries.c.id.in_([r.id for r in rows])))
+        return [(r.id, r.category) for r in rows]
+
+    def count(self, category: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                sa.select(sa.func.count()).select_from(entries)
+                .where(entries.c.category == category)
+            ).scalar_one())
+
+    def evict(self, category: str, quota: int, policy: str) -> list[int]:
+        """Delete the rows beyond ``quota`` in ``category``, chosen by ``policy``; their ids."""
+        with self.engine.begin() as conn:
+            total = conn.execute(
+                sa.select(sa.func.count()).select_from(entries)
+                .where(entries.c.category == category)
+            ).scalar_one()
+            excess = int(total) - quota
+            if excess <= 0:
+                return []
+            recency = sa.func.coalesce(entries.c.last_hit_at, entries.c.created_at)
+            order = (
+                [entries.c.hit_count.asc(), recency.asc()] if policy == "lfu" else [recency.asc()]
+            )
+            victims = [
+                r.id for r in conn.execute(
+                    sa.select(entries.c.id).where(entries.c.category == category)
+                    .order_by(*order, entries.c.id.asc()).limit(excess)
+                )
+            ]
+            conn.execute(entries.delete().where(entries.c.id.in_(victims)))
+        return victims
+
+    def iter_live(self, now: float, batch: int = 5000) -> Iterator[list[IndexRow]]:
+        """Every live row, in id order and in batches, to rebuild the indexes on start-up."""
+        last = -1
+        cols = (entries.c.id, entries.c.category, entries.c.scope_hash, entries.c.context_hash,
+                entries.c.expires_at, entries.c.embedding)
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(*cols).where(entries.c.id > last, entries.c.expires_at > now)
+                    .order_by(entries.c.id).limit(batch)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].id
+            yield [
+                IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
+                         _vec(r.embedding))
+                for r in rows
+            ]

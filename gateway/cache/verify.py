@@ -1,0 +1,502 @@
+"""Hit verification: compare the *key slots* of the query and a candidate before serving it.
+
+Similarity cannot tell "sort ascending" from "sort descending" (cosine 0.97+), so each
+candidate above the category's threshold is checked slot by slot. A slot is a kind of content
+whose change changes the answer; ordinary words may change freely (paraphrases). Rules are by
+kind of difference, never lists of particular questions:
+
+- numbers     values (with %, and number words) and the units next to them
+- quoted      text in quotes or backticks
+- identifiers code-like tokens: snake_case, camelCase, dotted.names, calls(), file.ext, --flags
+- languages   programming languages, libraries, tools and platforms
+- entities    proper nouns (capitalised mid-sentence), ALL-CAPS tickers/acronyms, currencies;
+              and, for lower-case text, a single substituted content word that is no synonym
+              (a minimal pair: "apple stock" / "tesla stock")
+- dates       months, weekdays, years, relative days and periods (today, last week, ...)
+- contrast    opposite members of a contrast group (ascending/descending, buy/sell, GET/POST...)
+- relations   the same words in another order around a direction word ("string to int" /
+              "int to string", "a greater than b" / "b greater than a")
+- negation    not / no / never / without present on one side only
+
+Which kinds apply is data: each category lists them (``verification.slots``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from gateway.categories import ALL_SLOTS, SlotKind
+
+_TOKEN = re.compile(
+    r"""
+    (?P<quoted>"[^"]{1,200}"|`[^`]{1,200}`|(?<!\w)'[^']{1,200}'(?!\w))
+  | (?P<money>[$€£¥]\s?\d[\d,]*(?:\.\d+)?\s?[kmb]?\b)
+  | (?P<number>\d[\d,]*(?:\.\d+)?(?:\s?%)?)
+  | (?P<word>[A-Za-z_][\w+#.\-/]*(?:\(\))?)
+  | (?P<sym>[$€£¥%<>=+*/^])
+    """,
+    re.VERBOSE,
+)
+
+_STOP = frozenset(
+    """a an the of in on at for to from by with about as into onto over under is are was were be
+    been being am do does did doing done can could would should will shall may might must i me my
+    we our you your it its this that these those there here what which who whom whose when where
+    why how please tell show give explain help want need like just some any all each every one
+    way and or but so if then than also very really quite much many get got make made using use
+    used via per vs versus let lets let's know i'm i'd im whats what's hows how's is it's it is
+    ok okay hey hi hello thanks thank someone something can't cannot could you would you
+    """.split()
+)
+
+_NUMBER_WORDS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
+    "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
+    "million": 1_000_000, "billion": 1_000_000_000, "half": 0.5, "quarter": 0.25,
+    "twice": 2, "double": 2, "triple": 3, "dozen": 12,
+}
+_PERCENT_WORDS = frozenset({"percent", "percentage", "pct"})
+
+# Units: each alias maps to one canonical name.
+_UNITS = {
+    alias: canon
+    for canon, aliases in {
+        "km": "km kms kilometer kilometers kilometre kilometres",
+        "m": "meter meters metre metres",
+        "cm": "cm centimeter centimeters",
+        "mm": "mm millimeter millimeters",
+        "mi": "mi mile miles",
+        "ft": "ft foot feet",
+        "in": "inch inches",
+        "kg": "kg kgs kilogram kilograms kilo kilos",
+        "g": "gram grams",
+        "lb": "lb lbs pound-weight pounds-weight",
+        "oz": "oz ounce ounces",
+        "l": "liter liters litre litres",
+        "ml": "ml milliliter milliliters",
+        "gal": "gallon gallons",
+        "c": "celsius centigrade",
+        "f": "fahrenheit",
+        "s": "sec secs second seconds",
+        "min": "minute minutes mins",
+        "h": "hour hours hr hrs",
+        "day": "day days",
+        "week": "week weeks",
+        "month": "month months",
+        "year": "year years yr yrs",
+        "byte": "byte bytes",
+        "kb": "kb kilobyte kilobytes",
+        "mb": "mb megabyte megabytes",
+        "gb": "gb gigabyte gigabytes",
+        "tb": "tb terabyte terabytes",
+        "mph": "mph",
+        "kmh": "kmh kph",
+        "deg": "degree degrees",
+        "rad": "radian radians",
+    }.items()
+    for alias in aliases.split()
+}
+
+_CURRENCIES = {
+    alias: canon
+    for canon, aliases in {
+        "usd": "usd $ dollar dollars buck bucks",
+        "eur": "eur € euro euros",
+        "gbp": "gbp £ pound pounds sterling",
+        "jpy": "jpy ¥ yen",
+        "cny": "cny rmb yuan renminbi",
+        "inr": "inr rupee rupees",
+        "chf": "chf franc francs",
+        "cad": "cad",
+        "aud": "aud",
+        "btc": "btc bitcoin bitcoins",
+        "eth": "eth ether ethereum",
+    }.items()
+    for alias in aliases.split()
+}
+
+# Programming languages, libraries, tools, platforms: an answer for one is wrong for another.
+_TECH = {
+    alias: canon
+    for canon, aliases in {
+        "python": "python python3 py", "javascript": "javascript js node nodejs node.js",
+        "typescript": "typescript ts", "java": "java", "kotlin": "kotlin", "scala": "scala",
+        "c": "c", "c++": "c++ cpp", "c#": "c# csharp .net dotnet", "go": "golang",
+        "rust": "rust", "ruby": "ruby", "php": "php", "swift": "swift", "r": "rlang",
+        "perl": "perl", "haskell": "haskell", "elixir": "elixir", "erlang": "erlang",
+        "lua": "lua", "dart": "dart", "julia": "julia", "matlab": "matlab", "sql": "sql",
+        "bash": "bash sh shell zsh", "powershell": "powershell", "html": "html", "css": "css",
+        "react": "react reactjs", "vue": "vue vuejs", "angular": "angular", "svelte": "svelte",
+        "django": "django", "flask": "flask", "fastapi": "fastapi", "rails": "rails",
+        "spring": "spring", "express": "express expressjs", "numpy": "numpy", "pandas": "pandas",
+        "pytorch": "pytorch torch", "tensorflow": "tensorflow", "sklearn": "sklearn scikit-learn",
+        "docker": "docker", "kubernetes": "kubernetes k8s", "git": "git", "postgres":
+        "postgres postgresql psql", "mysql": "mysql mariadb", "sqlite": "sqlite sqlite3",
+        "redis": "redis", "mongodb": "mongodb mongo", "linux": "linux ubuntu debian",
+        "windows": "windows", "macos": "macos osx mac", "aws": "aws", "azure": "azure",
+        "gcp": "gcp", "excel": "excel", "vim": "vim", "emacs": "emacs", "jquery": "jquery",
+        "graphql": "graphql", "rest": "rest", "grpc": "grpc", "kafka": "kafka",
+        "spark": "spark pyspark", "terraform": "terraform", "ansible": "ansible",
+        "nginx": "nginx", "apache": "apache", "webpack": "webpack", "npm": "npm", "pip": "pip",
+        "cargo": "cargo", "maven": "maven", "gradle": "gradle", "json": "json", "yaml": "yaml",
+        "xml": "xml", "csv": "csv", "regex": "regex regexp",
+    }.items()
+    for alias in aliases.split()
+}
+
+# Contrast groups: one member on one side and another member on the other changes the answer.
+_CONTRAST_GROUPS: list[frozenset[str]] = [
+    frozenset(g.split())
+    for g in """
+    ascending descending asc desc
+    increasing decreasing increase decrease
+    first last
+    min max minimum maximum smallest largest lowest highest least most
+    read write
+    create delete remove add insert drop
+    buy sell
+    local remote
+    get post put patch
+    before after
+    above below
+    up down
+    upper lower uppercase lowercase
+    left right
+    start end beginning
+    open close
+    push pull
+    encrypt decrypt
+    encode decode
+    compress decompress zip unzip
+    import export
+    upload download
+    input output
+    sync async synchronous asynchronous
+    true false
+    enable disable
+    show hide
+    horizontal vertical horizontally vertically
+    internal external
+    inner outer
+    public private
+    static dynamic
+    mutable immutable
+    positive negative
+    odd even
+    more less fewer
+    better worse
+    best worst
+    north south east west
+    past future
+    rise fall
+    gain loss profit
+    bull bullish bear bearish
+    lend borrow
+    send receive
+    client server
+    frontend backend
+    shallow deep
+    union intersection
+    add subtract multiply divide plus minus times
+    sum product difference quotient
+    sine cosine tangent sin cos tan
+    derivative integral
+    mean median mode average
+    area perimeter volume circumference
+    celsius fahrenheit
+    long short
+    high low
+    hot cold
+    fast slow
+    old new
+    cheap expensive
+    easy hard
+    import from
+    yesterday today tomorrow
+    """.strip().splitlines()
+]
+_CONTRAST_INDEX: dict[str, list[int]] = {}
+for _i, _g in enumerate(_CONTRAST_GROUPS):
+    for _w in _g:
+        _CONTRAST_INDEX.setdefault(_w, []).append(_i)
+
+_DIRECTION = frozenset(
+    "to into from than over vs versus onto toward towards per".split()
+)
+_NEGATION = frozenset("not no never without neither nor cannot can't don't doesn't isn't "
+                      "aren't won't shouldn't wouldn't didn't except".split())
+
+_MONTHS = "january february march april may june july august september october november december"
+_DAYS = "monday tuesday wednesday thursday friday saturday sunday"
+_DATE_WORDS = frozenset(
+    (_MONTHS + " " + _DAYS + " jan feb mar apr jun jul aug sep sept oct nov dec today tomorrow "
+     "yesterday tonight now currently current latest recent morning afternoon evening night "
+     "weekend week month quarter year daily weekly monthly yearly annual hourly q1 q2 q3 q4 "
+     "ytd").split()
+)
+_DATE_QUALIFIERS = frozenset("last next this previous past coming".split())
+
+# Words that may replace one another in a paraphrase without changing the question.
+_SYNONYMS = {
+    alias: canon
+    for canon, aliases in {
+        "make": "make create write build generate produce implement code craft compose",
+        "explain": "explain describe define clarify",
+        "show": "show give list provide display",
+        "fast": "fast quick quickly fastest quickest efficient efficiently speedy",
+        "big": "big large huge",
+        "small": "small little tiny",
+        "int": "int integer integers ints number numbers",
+        "str": "str string strings text",
+        "dict": "dict dictionary dictionaries dicts map hashmap",
+        "func": "func function functions method methods",
+        "array": "array arrays",
+        "list": "list lists",
+        "err": "err error errors exception exceptions",
+        "fix": "fix solve resolve debug repair",
+        "convert": "convert turn transform change cast",
+        "find": "find get determine compute calculate calc work figure",
+        "meaning": "meaning definition mean",
+        "price": "price cost value worth",
+        "capital": "capital",
+        "car": "car automobile vehicle",
+        "doctor": "doctor physician",
+        "movie": "movie film",
+        "buy": "buy purchase",
+        "begin": "begin start",
+        "happy": "happy glad",
+        "story": "story tale",
+        "poem": "poem verse",
+        "picture": "picture image photo",
+        "example": "example sample",
+        "way": "way method approach",
+        "job": "job work",
+        "kid": "kid kids child children",
+    }.items()
+    for alias in aliases.split()
+}
+
+
+def _stem(w: str) -> str:
+    for suf in ("ing", "ies", "es", "ed", "s"):
+        if len(w) > len(suf) + 3 and w.endswith(suf):
+            return w[: -len(suf)] + ("y" if suf == "ies" else "")
+    return w
+
+
+def _canon(w: str) -> str:
+    w = w.lower().rstrip(".")
+    return _SYNONYMS.get(w) or _SYNONYMS.get(_stem(w)) or _stem(w)
+
+
+def _num(text: str) -> str:
+    text = text.replace(",", "").replace(" ", "")
+    pct = text.endswith("%")
+    value = float(text.rstrip("%"))
+    s = f"{value:g}"
+    return s + "%" if pct else s
+
+
+@dataclass(frozen=True)
+class Slots:
+    numbers: frozenset[str]
+    quoted: frozenset[str]
+    identifiers: frozenset[str]
+    languages: frozenset[str]
+    entities: frozenset[str]
+    dates: frozenset[str]
+    contrast: frozenset[str]
+    negation: bool
+    content: tuple[str, ...]          # canonical content words, in order
+    relation_frames: frozenset[tuple[str, str, str]]
+    lower_case: bool
+
+
+def _is_identifier(tok: str) -> bool:
+    core = tok.rstrip(".")
+    return bool(
+        "_" in core.strip("_") or core.endswith("()") or core.startswith("--")
+        or re.search(r"[a-z][A-Z]", core)
+        or re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", core)
+    )
+
+
+@lru_cache(maxsize=65536)
+def extract(text: str) -> Slots:
+    numbers: set[str] = set()
+    quoted: set[str] = set()
+    idents: set[str] = set()
+    langs: set[str] = set()
+    ents: set[str] = set()
+    dates: set[str] = set()
+    contrast: set[str] = set()
+    negation = False
+    content: list[str] = []
+    tokens = list(_TOKEN.finditer(text))
+    sentence_start = True
+    prev_word = ""
+    for m in tokens:
+        kind, tok = m.lastgroup, m.group()
+        if kind == "quoted":
+            quoted.add(tok[1:-1].strip().lower())
+            sentence_start = False
+            continue
+        if kind == "money":
+            ents.add("usd" if tok[0] == "$" else _CURRENCIES.get(tok[0], tok[0]))
+            numbers.add(_num(re.sub(r"[^\d.,]", "", tok)))
+            continue
+        if kind == "number":
+            value = _num(tok)
+            nxt = text[m.end(): m.end() + 12].lower().split()
+            if nxt and nxt[0].strip(".,?") in _PERCENT_WORDS:
+                value += "" if value.endswith("%") else "%"
+            numbers.add(value)
+            if nxt and (unit := _UNITS.get(nxt[0].strip(".,?!"))):
+                numbers.add("unit:" + unit)
+            if len(tok) == 4 and tok.isdigit() and 1000 <= int(tok) <= 2999:
+                dates.add(tok)
+            content.append(value)
+            sentence_start = False
+            continue
+        if kind == "sym":
+            if tok in "$€£¥":
+                ents.add(_CURRENCIES[tok])
+            elif tok in "<>=+*/^":
+                contrast.add("op:" + tok)
+            continue
+        word = tok.rstrip(".")
+        low = word.lower()
+        at_start = sentence_start
+        sentence_start = tok.endswith(".") and not _is_identifier(tok)
+        if low in _NEGATION or low.endswith("n't"):
+            negation = True
+            continue
+        if low in _NUMBER_WORDS:
+            numbers.add(f"{_NUMBER_WORDS[low]:g}")
+            content.append(f"{_NUMBER_WORDS[low]:g}")
+            continue
+        if low in _PERCENT_WORDS or (low in _UNITS and numbers):
+            if low in _UNITS:
+                numbers.add("unit:" + _UNITS[low])
+            continue
+        if low in _UNITS and prev_word in ("in", "to", "into"):
+            numbers.add("unit:" + _UNITS[low])
+        if _is_identifier(tok):
+            idents.add(word.lower())
+            content.append(word.lower())
+            continue
+        if low in _TECH and (low not in ("c", "r", "go", "rest", "spring", "express", "apache",
+                                         "spark", "excel", "mac", "sh", "ts", "py", "js")
+                             or word != low or prev_word in ("in", "with", "using", "for")):
+            langs.add(_TECH[low])
+            content.append(_TECH[low])
+            prev_word = low
+            continue
+        if low in _CURRENCIES:
+            ents.add(_CURRENCIES[low])
+            content.append(_CURRENCIES[low])
+            continue
+        if low in _DATE_WORDS:
+            dates.add(low[:3] if low[:3] in _MONTHS else low)
+        if low in _DATE_QUALIFIERS and tokens and m.end() < len(text):
+            following = text[m.end():].split()
+            if following and following[0].lower().strip(".,?") in _DATE_WORDS:
+                dates.add(low + " " + following[0].lower().strip(".,?"))
+        key = low if low in _CONTRAST_INDEX else _stem(low)
+        if key in _CONTRAST_INDEX:
+            contrast.add(key)
+        is_upper = word.isupper() and len(word) >= 2 and word.isalpha()
+        if is_upper or (word[0].isupper() and not at_start and low not in _STOP and low != "i"):
+            ents.add(low)
+        prev_word = low
+        if low not in _STOP:
+            content.append(_canon(low))
+    frames = set()
+    words = [m.group().lower() for m in tokens if m.lastgroup in ("word", "number")]
+    canon_words = [w if w in _DIRECTION else _canon(w) for w in words]
+    def salient(xs: list[str]) -> str:
+        return next((x for x in xs if x not in _STOP and x not in _DIRECTION), "")
+
+    for i, w in enumerate(canon_words):
+        if w in _DIRECTION:
+            before, after = salient(canon_words[:i][::-1]), salient(canon_words[i + 1 :])
+            frames.add((before, "to" if w in ("into", "onto", "toward", "towards") else w, after))
+    letters = [c for c in text if c.isalpha()]
+    return Slots(
+        numbers=frozenset(numbers), quoted=frozenset(quoted), identifiers=frozenset(idents),
+        languages=frozenset(langs), entities=frozenset(ents), dates=frozenset(dates),
+        contrast=frozenset(contrast), negation=negation, content=tuple(content),
+        relation_frames=frozenset(frames),
+        lower_case=bool(letters) and not any(c.isupper() for c in letters),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str | None = None  # the slot kind that differed
+
+
+OK = Verdict(True)
+
+
+def _contrast_differs(a: frozenset[str], b: frozenset[str]) -> bool:
+    if a == b:
+        return False
+    groups_a = {g for w in a for g in _CONTRAST_INDEX.get(w, [])}
+    groups_b = {g for w in b for g in _CONTRAST_INDEX.get(w, [])}
+    for g in groups_a | groups_b:
+        ma = {w for w in a if g in _CONTRAST_INDEX.get(w, [])}
+        mb = {w for w in b if g in _CONTRAST_INDEX.get(w, [])}
+        if ma and mb and ma != mb:
+            return True
+    ops_a = {w for w in a if w.startswith("op:")}
+    ops_b = {w for w in b if w.startswith("op:")}
+    return ops_a != ops_b
+
+
+def _relations_differ(a: Slots, b: Slots) -> bool:
+    if sorted(a.content) != sorted(b.content) or a.content == b.content:
+        return False
+    return a.relation_frames != b.relation_frames
+
+
+def _minimal_pair(a: Slots, b: Slots) -> bool:
+    """One content word swapped for a non-synonym, all else equal: a changed slot. Only for
+    text typed without capitals, where proper nouns cannot be told by their case."""
+    if not (a.lower_case or b.lower_case):
+        return False
+    sa, sb = set(a.content), set(b.content)
+    only_a, only_b = sa - sb, sb - sa
+    return len(only_a) == 1 and len(only_b) == 1 and len(sa & sb) >= 1
+
+
+def verify(query: str, candidate: str, kinds: list[SlotKind] | tuple[SlotKind, ...] = ALL_SLOTS) -> Verdict:
+    if query == candidate:
+        return OK
+    a, b = extract(query), extract(candidate)
+    for kind in kinds:
+        if kind == "numbers" and a.numbers != b.numbers:
+            return Verdict(False, kind)
+        if kind == "quoted" and a.quoted != b.quoted:
+            return Verdict(False, kind)
+        if kind == "identifiers" and a.identifiers != b.identifiers:
+            return Verdict(False, kind)
+        if kind == "languages" and a.languages != b.languages:
+            return Verdict(False, kind)
+        if kind == "entities" and (a.entities != b.entities or _minimal_pair(a, b)):
+            return Verdict(False, kind)
+        if kind == "dates" and a.dates != b.dates:
+            return Verdict(False, kind)
+        if kind == "contrast" and _contrast_differs(a.contrast, b.contrast):
+            return Verdict(False, kind)
+        if kind == "relations" and _relations_differ(a, b):
+            return Verdict(False, kind)
+        if kind == "negation" and a.negation != b.negation:
+            return Verdict(False, kind)
+    return OK

@@ -1,0 +1,154 @@
+"""Categories: loaded from ``categories/*.yaml`` (data, not code) and used to classify queries.
+
+Classification costs no extra model call: the query's embedding (already computed for the
+search) is compared with each category's exemplars; the category score is the mean of its
+``TOP_N`` best exemplar similarities. Below ``min_similarity`` the query goes to ``general``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gateway.embedding import Vectors
+
+FALLBACK = "general"
+TOP_N = 3
+
+SlotKind = Literal[
+    "numbers", "entities", "languages", "identifiers", "quoted", "dates", "contrast", "relations",
+    "negation",
+]
+ALL_SLOTS: tuple[SlotKind, ...] = (
+    "numbers", "entities", "languages", "identifiers", "quoted", "dates", "contrast", "relations",
+    "negation",
+)
+
+
+class CategoryConfigError(ValueError):
+    """A category file is wrong; the message names the file and the field."""
+
+
+class Verification(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    slots: list[SlotKind] = Field(default_factory=lambda: list(ALL_SLOTS))
+
+
+class Category(BaseModel):
+    """One category. ``threshold`` is the cosine similarity (-1..1, 1 = same direction) a stored
+    query needs to be a candidate for a hit; candidates are then verified (``verification``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = Field(min_length=1)
+    exemplars: list[str] = Field(min_length=15)
+    threshold: float = Field(ge=0.0, le=1.0)
+    ttl_seconds: int = Field(gt=0)
+    quota: int = Field(ge=1)
+    eviction: Literal["lru", "lfu"] = "lru"
+    cacheable: bool = True
+    verification: Verification = Field(default_factory=Verification)
+
+    @model_validator(mode="after")
+    def _exemplars_not_blank(self) -> Category:
+        if any(not e.strip() for e in self.exemplars):
+            raise ValueError("exemplars must not be blank")
+        return self
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"field '{loc}': {err['msg']}")
+    return "; ".join(parts)
+
+
+def load_categories(directory: Path, overlay: Path | None = None) -> dict[str, Category]:
+    files = sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml"))
+    if not files:
+        raise CategoryConfigError(f"{directory}: no category files (*.yaml)")
+    cats: dict[str, Category] = {}
+    for path in files:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise CategoryConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise CategoryConfigError(f"{path}: must be a mapping of fields")
+        try:
+            cat = Category.model_validate(data)
+        except ValidationError as exc:
+            raise CategoryConfigError(f"{path}: {_describe(exc)}") from exc
+        if cat.name != path.stem:
+            raise CategoryConfigError(f"{path}: field 'name' is {cat.name!r}, file is {path.stem!r}")
+        cats[cat.name] = cat
+    if FALLBACK not in cats:
+        raise CategoryConfigError(f"{directory}: the fallback category '{FALLBACK}' is missing")
+    if overlay is not None:
+        cats = apply_overlay(cats, overlay)
+    return cats
+
+
+def apply_overlay(cats: dict[str, Category], path: Path) -> dict[str, Category]:
+    """Per-category overrides (e.g. thresholds written by ``semcache tune``)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CategoryConfigError(f"{path}: cannot read overlay: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CategoryConfigError(f"{path}: overlay must map category names to fields")
+    out = dict(cats)
+    for name, fields in data.items():
+        if name not in cats:
+            raise CategoryConfigError(f"{path}: field '{name}': no such category")
+        if not isinstance(fields, dict):
+            raise CategoryConfigError(f"{path}: field '{name}': must be a mapping")
+        try:
+            out[name] = Category.model_validate({**cats[name].model_dump(), **fields})
+        except ValidationError as exc:
+            raise CategoryConfigError(f"{path}: {name}: {_describe(exc)}") from exc
+    return out
+
+
+class Classifier:
+    def __init__(
+        self, categories: dict[str, Category], exemplar_vectors: dict[str, Vectors],
+        min_similarity: float,
+    ):
+        self.categories = categories
+        self.min_similarity = min_similarity
+        self._names = list(exemplar_vectors)
+        self._matrices = [exemplar_vectors[n] for n in self._names]
+
+    def scores(self, vec: Vectors) -> dict[str, float]:
+        out = {}
+        for name, mat in zip(self._names, self._matrices, strict=True):
+            sims = mat @ vec
+            top = np.sort(sims)[-TOP_N:]
+            out[name] = float(top.mean())
+        return out
+
+    def classify(self, vec: Vectors) -> tuple[str, float]:
+        return self.ranked(vec)[0]
+
+    def ranked(self, vec: Vectors, margin: float = 0.0) -> list[tuple[str, float]]:
+        """The best category first, then those scoring within ``margin`` of it. A paraphrase
+        near a category boundary can land on either side; searching both keeps it findable."""
+        scores = self.scores(vec)
+        order = sorted(scores, key=scores.__getitem__, reverse=True)
+        top = scores[order[0]]
+        if top < self.min_similarity:
+            near = [(FALLBACK, scores.get(FALLBACK, top))]
+            near += [(n, scores[n]) for n in order if n != FALLBACK and scores[n] >= top - margin]
+            return near
+        out = [(n, scores[n]) for n in order if scores[n] >= top - margin]
+        if top - margin < self.min_similarity and FALLBACK not in dict(out):
+            out.append((FALLBACK, scores.get(FALLBACK, top)))
+        return out

@@ -1,0 +1,268 @@
+"""The semantic cache end to end: openai client -> gateway (real model, real store) -> fake LLM.
+
+Every test runs on SQLite and on the local PostgreSQL (``database_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from gateway.embedding import SentenceTransformerEmbedder
+from gateway.fake_upstream import fake_text
+from gateway.serverthread import ServerThread
+from tests.conftest import GatewayFactory
+
+Chat = Callable[..., tuple[str, dict[str, str]]]
+
+
+@pytest.fixture
+def start(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, database_url: str
+) -> Callable[..., ServerThread]:
+    def make(**overrides: Any) -> ServerThread:
+        return gateway_factory(embedder=embedder, database_url=database_url, **overrides)
+
+    return make
+
+
+@pytest.fixture
+def gw(start: Callable[..., ServerThread]) -> ServerThread:
+    return start()
+
+
+_clients: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close() -> Iterator[None]:
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
+def chat_fn(server: ServerThread) -> Chat:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-test", max_retries=0)
+    _clients.append(client)
+
+    def chat(
+        content: str, *, model: str = "fake-small", system: str | None = None,
+        history: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None,
+        stream: bool = False, **kw: Any,
+    ) -> tuple[str, dict[str, str]]:
+        messages = ([{"role": "system", "content": system}] if system else []) + (history or [])
+        messages.append({"role": "user", "content": content})
+        raw = client.chat.completions.with_raw_response.create(
+            model=model, messages=messages, extra_headers=headers, stream=stream, **kw,  # type: ignore[arg-type]
+        )
+        if stream:
+            text = "".join(
+                c.choices[0].delta.content or "" for c in raw.parse() if c.choices
+            )
+        else:
+            text = raw.parse().choices[0].message.content or ""
+        return text, dict(raw.headers)
+
+    return chat
+
+
+def test_paraphrase_hits_and_upstream_is_not_called(
+    gw: ServerThread, upstream_stats: Callable[[], dict[str, int]]
+) -> None:
+    chat = chat_fn(gw)
+    first, h1 = chat("Who is the author of Hamlet?")
+    assert h1["x-semcache"] == "miss"
+    second, h2 = chat("Who wrote Hamlet?")
+    assert h2["x-semcache"] == "hit", h2
+    assert second == first == fake_text("fake-small", "Who is the author of Hamlet?")
+    assert float(h2["x-semcache-similarity"]) > 0.8
+    assert int(h2["age"]) >= 0
+    assert h2["x-semcache-category"]
+    assert upstream_stats()["/v1/chat/completions"] == 1
+
+
+def test_code_queries_that_differ_in_meaning_miss(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    base = "Write a Python function that sorts a list in ascending order"
+    assert chat(base)[1]["x-semcache"] == "miss"
+    assert chat(base)[1]["x-semcache"] == "hit"  # the entry is there and findable
+    for other in (
+        "Write a Python function that sorts a list in descending order",
+        "Write a Rust function that sorts a list in ascending order",
+    ):
+        text, h = chat(other)
+        assert h["x-semcache"] == "miss", other
+        assert text == fake_text("fake-small", other)
+
+
+def test_ttl_expiry_and_sweep(
+    start: Callable[..., ServerThread], tmp_path: Path, database_url: str
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({name: {"ttl_seconds": 1} for name in (
+        "factual", "general", "conversation", "creative")}))
+    gw = start(categories_overlay=overlay, sweep_interval_s=0.3)
+    chat = chat_fn(gw)
+    q = "Who painted the Mona Lisa?"
+    assert chat(q)[1]["x-semcache"] == "miss"
+    assert chat(q)[1]["x-semcache"] == "hit"
+    time.sleep(1.6)
+    assert chat(q)[1]["x-semcache"] == "miss"  # expired, answered fresh and stored again
+    time.sleep(1.6)
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        left = conn.execute(sa.text("SELECT count(*) FROM cache_entries")).scalar_one()
+    engine.dispose()
+    assert left == 0, "the sweeper should have deleted the expired rows"
+
+
+def test_quota_evicts_from_index_and_store(
+    start: Callable[..., ServerThread], tmp_path: Path, database_url: str
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump({"math": {"quota": 2, "eviction": "lru"}}))
+    gw = start(categories_overlay=overlay)
+    chat = chat_fn(gw)
+    qs = ["What is 17 times 23?", "What is the square root of 144?", "What is 15 percent of 200?"]
+    for q in qs:
+        _, h = chat(q)
+        assert (h["x-semcache"], h["x-semcache-category"]) == ("miss", "math"), q
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT query_text FROM cache_entries WHERE category='math'"))
+        kept = sorted(r[0] for r in rows)
+    engine.dispose()
+    assert kept == sorted(qs[1:])  # the least recently used one left the store
+    assert chat(qs[0])[1]["x-semcache"] == "miss"  # ...and the index
+    assert chat(qs[2])[1]["x-semcache"] == "hit"
+
+
+def test_scope_model_system_namespace_and_conversation(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    q = "What is the boiling point of water at sea level?"
+    assert chat(q, system="Be brief.")[1]["x-semcache"] == "miss"
+    assert chat(q, system="Be brief.")[1]["x-semcache"] == "hit"
+    assert chat(q, system="Answer like a pirate.")[1]["x-semcache"] == "miss"
+    assert chat(q, system="Be brief.", model="fake-large")[1]["x-semcache"] == "miss"
+    assert chat(q, system="Be brief.", headers={"x-semcache-namespace": "team-b"})[1][
+        "x-semcache"] == "miss"
+
+    convo_a = [{"role": "user", "content": "How do I read a file in Python?"},
+               {"role": "assistant", "content": "Use open()."}]
+    convo_b = [{"role": "user", "content": "How do I open a socket in C?"},
+               {"role": "assistant", "content": "Use socket()."}]
+    assert chat("and in Java?", history=convo_a)[1]["x-semcache"] == "miss"
+    assert chat("and in Java?", history=convo_a)[1]["x-semcache"] == "hit"
+    assert chat("and in Java?", history=convo_b)[1]["x-semcache"] == "miss"
+    assert chat("and in Java?")[1]["x-semcache"] == "miss"
+
+
+def test_restart_keeps_entries(start: Callable[..., ServerThread]) -> None:
+    gw = start()
+    q = "What is the largest ocean on Earth?"
+    original, _ = chat_fn(gw)(q)
+    gw.stop()
+    again = start()
+    text, h = chat_fn(again)(q)
+    assert h["x-semcache"] == "hit"
+    assert text == original
+
+
+def test_streamed_hit_replays_same_content(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    q = "Explain the theory of relativity in simple terms"
+    original, h = chat(q, stream=True)
+    assert h["x-semcache"] == "miss"
+    replayed, h = chat(q, stream=True)
+    assert h["x-semcache"] == "hit"
+    assert replayed == original == fake_text("fake-small", q)
+    as_json, h = chat(q)
+    assert h["x-semcache"] == "hit" and as_json == original
+
+
+def test_streamed_hit_is_valid_sse_with_usage(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    q = "When was the printing press invented?"
+    chat(q)
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json={
+        "model": "fake-small", "messages": [{"role": "user", "content": q}], "stream": True,
+        "stream_options": {"include_usage": True},
+    }) as r:
+        assert r.headers["x-semcache"] == "hit"
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    import json
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["id"] for c in chunks}) == 1
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("fault", [
+    {"x-fake-cut-after": "3"}, {"x-fake-status": "500"}, {"x-fake-finish": "length"},
+    {"x-fake-bad-json": "1"},
+])
+@pytest.mark.parametrize("stream", [True, False])
+def test_failed_or_partial_answers_are_not_stored(
+    gw: ServerThread, fault: dict[str, str], stream: bool, database_url: str
+) -> None:
+    body = {"model": "fake-small", "stream": stream,
+            "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=fault)
+    assert r.headers.get("x-semcache") in ("miss", None) or r.status_code >= 400
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM cache_entries")).scalar_one() == 0
+    engine.dispose()
+    _, h = chat_fn(gw)("Why is the sky blue?")
+    assert h["x-semcache"] == "miss"
+
+
+def test_cache_control_and_bypass(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    q = "How many bones are in the adult human body?"
+    assert chat(q, headers={"cache-control": "no-store"})[1]["x-semcache"] == "miss"
+    assert chat(q, headers={"cache-control": "no-cache"})[1]["x-semcache"] == "miss"  # stores
+    assert chat(q)[1]["x-semcache"] == "hit"
+    assert chat(q, headers={"cache-control": "no-cache"})[1]["x-semcache"] == "miss"
+
+    _, h = chat("What is my account balance?")
+    assert (h["x-semcache"], h["x-semcache-bypass"]) == ("bypass", "category_not_cacheable")
+    _, h = chat("What is my account balance?")
+    assert h["x-semcache"] == "bypass"
+    _, h = chat(q, n=2)
+    assert (h["x-semcache"], h["x-semcache-bypass"]) == ("bypass", "n_greater_than_1")
+
+
+def test_category_header_and_errors(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    _, h = chat("What is the capital of Australia?", headers={"x-semcache-category": "general"})
+    assert h["x-semcache-category"] == "general"
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"x-semcache-category": "nope"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and "nope" in r.json()["error"]["message"]
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"x-semcache-namespace": "a b/c"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "X-Semcache-Namespace"
+
+
+def test_legacy_completions_are_cached(gw: ServerThread) -> None:
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0)
+    _clients.append(client)
+    first = client.completions.with_raw_response.create(model="fake-small", prompt="Why is the sky blue?")
+    second = client.completions.with_raw_response.create(model="fake-small", prompt="Why is the sky blue?")
+    assert first.headers["x-semcache"] == "miss" and second.headers["x-semcache"] == "hit"
+    assert second.parse().choices[0].text == first.parse().choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="fake-small", prompt="Why is the sky blue?", stream=True))
+    assert streamed == first.parse().choices[0].text
