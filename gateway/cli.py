@@ -46,6 +46,31 @@ def serve(
     )
 
 
+@app.command()
+def demo(
+    database_url: Annotated[
+        str | None, typer.Option(help="Store to use (default: a temporary SQLite file)")
+    ] = None,
+) -> None:
+    """Gateway + built-in fake LLM + a mixed workload; prints hits per category."""
+    logging.basicConfig(level="WARNING")
+    from gateway.demo import run
+
+    run(database_url, echo=typer.echo)
+
+
+@app.command()
+def migrate(
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,
+) -> None:
+    """Create or upgrade the store's schema (Alembic ``upgrade head``)."""
+    from gateway.cache.store import run_migrations
+
+    settings = _settings(database_url=database_url)
+    run_migrations(settings.database_url)
+    typer.echo(f"schema up to date: {settings.database_url.split('@')[-1]}")
+
+
 @app.command("fake-upstream")
 def fake_upstream(
     host: str = "127.0.0.1",

@@ -1,0 +1,112 @@
+"""``semcache demo``: the gateway on embedded defaults in front of the built-in fake LLM.
+
+A small mixed workload (paraphrases across categories, plus near-misses that must *not* hit)
+goes through the official openai client; the table shows what the cache did per category.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Each group: questions meant to get the same answer (the first is asked first).
+PARAPHRASES: list[list[str]] = [
+    ["Who is the author of Hamlet?", "Who wrote Hamlet?", "Which writer wrote Hamlet?"],
+    ["What is the capital of Australia?", "Which city is the capital of Australia?",
+     "Tell me the capital city of Australia"],
+    ["How does photosynthesis work?", "Explain how photosynthesis works",
+     "Can you explain the process of photosynthesis?"],
+    ["Tell me a joke", "Can you tell me a joke?", "Tell me something funny, a joke"],
+    ["Hi, how are you?", "Hello, how are you?", "hi there, how are you doing?"],
+    ["How do I reverse a string in Python?", "How can I reverse a string in Python?",
+     "What is the way to reverse a Python string?"],
+    ["How do I undo the last git commit but keep the changes?",
+     "How can I undo my last git commit and keep the changes?"],
+    ["What is 15 percent of 200?", "Calculate 15% of 200", "What's 15 percent of 200?"],
+    ["What is Apple's stock price right now?", "What's Apple's stock price right now?"],
+    ["Write a haiku about autumn leaves", "Write a haiku about autumn leaves please"],
+    ["How can I improve my sleep?", "What can I do to improve my sleep?",
+     "Tips to improve my sleep"],
+    ["What is my account balance?", "Show me my account balance"],
+]
+# Near misses: similar wording, different question. A hit here would be a wrong answer.
+NEAR_MISSES: list[str] = [
+    "Who is the author of Macbeth?",
+    "What is the capital of Austria?",
+    "How do I reverse a string in Java?",
+    "What is 25 percent of 200?",
+    "What is Microsoft's stock price right now?",
+    "Write a haiku about spring rain",
+]
+
+
+@dataclass
+class Row:
+    requests: int = 0
+    hits: int = 0
+    bypass: int = 0
+    sims: list[float] | None = None
+
+
+def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[str, Row]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import openai
+
+    from gateway.app import create_app
+    from gateway.config import Settings
+    from gateway.fake_upstream import create_fake_app
+    from gateway.serverthread import ServerThread
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = database_url or f"sqlite:///{tmp}/demo.db"
+        with ServerThread(create_fake_app()) as upstream:
+            settings = Settings(upstream_url=f"{upstream.url}/v1", database_url=url)
+            with ServerThread(create_app(settings)) as gateway:
+                import httpx
+
+                while httpx.get(f"{gateway.url}/readyz").status_code != 200:
+                    pass
+                client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="demo")
+                rows: dict[str, Row] = defaultdict(Row)
+                wrong = 0
+
+                def ask(q: str) -> tuple[str, str, float | None]:
+                    raw = client.chat.completions.with_raw_response.create(
+                        model="fake-small", messages=[{"role": "user", "content": q}]
+                    )
+                    h = raw.headers
+                    sim = h.get("x-semcache-similarity")
+                    return h["x-semcache"], h.get("x-semcache-category", "-"), (
+                        float(sim) if sim else None)
+
+                for group in PARAPHRASES:
+                    for q in group:
+                        outcome, cat, sim = ask(q)
+                        row = rows[cat]
+                        row.requests += 1
+                        row.hits += outcome == "hit"
+                        row.bypass += outcome == "bypass"
+                        if sim is not None:
+                            row.sims = [*(row.sims or []), sim]
+                        echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
+                echo("near misses (a hit would be a wrong answer):")
+                for q in NEAR_MISSES:
+                    outcome, cat, sim = ask(q)
+                    rows[cat].requests += 1
+                    wrong += outcome == "hit"
+                    echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
+                client.close()
+    echo("")
+    echo(f"{'category':14}{'requests':>9}{'hits':>6}{'hit rate':>10}{'mean sim':>10}{'bypass':>8}")
+    for cat in sorted(rows):
+        r = rows[cat]
+        mean = f"{sum(r.sims) / len(r.sims):.3f}" if r.sims else "-"
+        echo(f"{cat:14}{r.requests:>9}{r.hits:>6}{r.hits / r.requests:>10.0%}{mean:>10}{r.bypass:>8}")
+    total = sum(r.requests for r in rows.values())
+    hits = sum(r.hits for r in rows.values())
+    echo(f"{'all':14}{total:>9}{hits:>6}{hits / total:>10.0%}")
+    echo(f"wrong hits on near misses: {wrong} of {len(NEAR_MISSES)}")
+    return dict(rows)
