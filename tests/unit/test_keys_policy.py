@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cache.keys import chat_key, completion_key
+from gateway.cache.policy import cache_control, plan
+from gateway.config import Settings
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
+
+
+def _chat(**kw: object) -> ChatCompletionRequest:
+    kw.setdefault("model", "m")
+    kw.setdefault("messages", [{"role": "user", "content": "hello"}])
+    return ChatCompletionRequest.model_validate(kw)
+
+
+def test_scope_changes_with_model_system_tools_namespace() -> None:
+    base = chat_key(_chat(), "default", 100)
+    assert base.bypass is None and base.text == "hello" and base.context_hash == ""
+    others = [
+        chat_key(_chat(model="m2"), "default", 100),
+        chat_key(_chat(messages=[{"role": "system", "content": "x"},
+                                 {"role": "user", "content": "hello"}]), "default", 100),
+        chat_key(_chat(tools=[{"type": "function", "function": {"name": "f"}}]), "default", 100),
+        chat_key(_chat(response_format={"type": "json_object"}), "default", 100),
+        chat_key(_chat(), "tenant-b", 100),
+    ]
+    assert len({base.scope_hash, *(k.scope_hash for k in others)}) == 6
+    # sampling parameters do not split the cache
+    assert chat_key(_chat(temperature=0.2), "default", 100).scope_hash == base.scope_hash
+
+
+def test_context_is_the_conversation_before_the_last_user_turn() -> None:
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+             {"role": "user", "content": "and in Java?"}]
+    k1 = chat_key(_chat(messages=turns), "d", 100)
+    turns2 = [{"role": "user", "content": "c"}, *turns[1:]]
+    k2 = chat_key(_chat(messages=turns2), "d", 100)
+    assert k1.text == k2.text == "and in Java?"
+    assert k1.context_hash and k1.context_hash != k2.context_hash
+    assert k1.scope_hash == k2.scope_hash
+
+
+@pytest.mark.parametrize(("kw", "reason"), [
+    ({"n": 2}, "n_greater_than_1"),
+    ({"logprobs": True}, "logprobs"),
+    ({"messages": [{"role": "user", "content": "x"},
+                   {"role": "assistant", "content": None, "tool_calls": [{"id": "1"}]},
+                   {"role": "tool", "content": "42", "tool_call_id": "1"}]}, "tool_result"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "http://x"}}]}]}, "non_text_content"),
+    ({"messages": [{"role": "user", "content": "   "}]}, "empty_query"),
+])
+def test_bypass_reasons(kw: dict, reason: str) -> None:
+    assert chat_key(_chat(**kw), "d", 100).bypass == reason
+
+
+def test_text_parts_are_joined_and_long_text_truncated() -> None:
+    k = chat_key(_chat(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "abc"}, {"type": "text", "text": "def"}]}]), "d", 5)
+    assert k.bypass is None and k.text == "abc\nd" and k.truncated
+
+
+def test_completion_keys() -> None:
+    ok = completion_key(CompletionRequest(model="m", prompt=["only one"]), "d", 100)
+    assert ok.bypass is None and ok.text == "only one"
+    many = completion_key(CompletionRequest(model="m", prompt=["a", "b"]), "d", 100)
+    assert many.bypass == "prompt_not_single_text"
+    assert completion_key(CompletionRequest(model="m", prompt="x", echo=True), "d", 100).bypass == "echo"
+
+
+def test_cache_control_and_plan() -> None:
+    assert cache_control(None).lookup and cache_control(None).store
+    cc = cache_control("max-age=0, No-Cache")
+    assert not cc.lookup and cc.store
+    assert not cache_control("no-store").store
+    assert plan("logprobs", None, cc).bypass == "logprobs"
+    p = plan(None, None, cache_control("no-cache, no-store"))
+    assert p.bypass == "cache_control"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [n for n in Settings.model_fields if f"`SEMCACHE_{n.upper()}`" not in readme]
+    assert not missing, f"settings missing from README's table: {missing}"
+
+
+def test_yaml_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("port: 9999\nsearch_top_k: 3\n")
+    monkeypatch.setenv("SEMCACHE_CONFIG", str(cfg))
+    monkeypatch.setenv("SEMCACHE_SEARCH_TOP_K", "7")
+    s = Settings()
+    assert s.port == 9999 and s.search_top_k == 7  # env beats file

@@ -1,0 +1,61 @@
+"""The verifier, kind by kind. Pairs here are illustrations; quality is measured on the
+labeled development set (benchmarks/ and `semcache eval`)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.cache.verify import verify
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    ("Write a Python function that sorts a list in ascending order",
+     "Write a Python function that sorts a list in descending order", None),
+    ("How do I reverse a list in Python?", "How do I reverse a list in Go? golang", "languages"),
+    ("What is 15 percent of 200?", "What is 25 percent of 200?", "numbers"),
+    ("Convert 5 miles to km", "Convert 5 km to miles", None),
+    ("What is the capital of France?", "What is the capital of Spain?", "entities"),
+    ("what is the price of apple stock", "what is the price of tesla stock", "entities"),
+    ("convert a string to an int", "convert an int to a string", "relations"),
+    ("How to sort a list without using sort()", "How to sort a list using sort()", None),
+    ("Rename the column `user_id`", "Rename the column `account_id`", None),
+    ("What happened in the news yesterday?", "What happened in the news today?", None),
+    ("Send a GET request with curl", "Send a POST request with curl", "contrast"),
+    ("What was Tesla's revenue in 2021?", "What was Tesla's revenue in 2022?", None),
+])
+def test_one_slot_different_is_rejected(a: str, b: str, reason: str | None) -> None:
+    verdict = verify(a, b)
+    assert not verdict.ok
+    if reason is not None:
+        assert verdict.reason == reason
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("How do I reverse a string in Python?", "What is the way to reverse a Python string?"),
+    ("What is 15 percent of 200?", "Calculate 15% of 200"),
+    ("convert a string to an int", "how do I turn a string into an integer"),
+    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("Hi, how are you?", "hello, how is it going?"),
+    ("Sort a list in ascending order in Python", "In Python, how can I sort a list ascending?"),
+    ("What is Apple's stock price right now?", "Apple stock price right now"),
+])
+def test_paraphrases_pass(a: str, b: str) -> None:
+    assert verify(a, b).ok, verify(a, b)
+
+
+def test_kinds_are_data() -> None:
+    a, b = "What is 15 percent of 200?", "What is 25 percent of 200?"
+    assert not verify(a, b, ["numbers"]).ok
+    assert verify(a, b, ["languages", "contrast"]).ok
+
+
+def test_verification_is_cheap() -> None:
+    pairs = [(f"Write a Python function number {i} that sorts ascending",
+              f"Write a Rust function number {i} that sorts descending") for i in range(2000)]
+    start = time.perf_counter()
+    for a, b in pairs:
+        verify(a, b)
+    per_pair = (time.perf_counter() - start) / len(pairs)
+    assert per_pair < 0.001, f"{per_pair * 1e6:.0f} µs per uncached pair"
