@@ -59,6 +59,45 @@ def demo(
     run(database_url, echo=typer.echo)
 
 
+@app.command("eval")
+def eval_(
+    pairs: Annotated[str, typer.Argument(help="JSONL of {a, b, same, category?}")],
+    out: Annotated[str, typer.Option(help="Where the JSON report goes")] = "eval-report.json",
+    overlay: Annotated[str | None, typer.Option(help="Category overlay to evaluate")] = None,
+) -> None:
+    """Precision / recall per category, with and without the verifier, across thresholds."""
+    import json
+    from pathlib import Path
+
+    from gateway.categories import Classifier, load_categories
+    from gateway.embedding import SentenceTransformerEmbedder
+    from gateway.evaluation import PairsFileError, evaluate, load_pairs
+    from gateway.resources import categories_dir
+
+    settings = _settings()
+    try:
+        data = load_pairs(Path(pairs))
+    except (OSError, PairsFileError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    cats = load_categories(
+        settings.categories_dir or categories_dir(), Path(overlay) if overlay else None
+    )
+    embedder = SentenceTransformerEmbedder(settings.embedding_model, settings.embedding_device)
+    exemplars = {n: embedder.encode(c.exemplars) for n, c in cats.items()}
+    classifier = Classifier(cats, exemplars, settings.classify_min_similarity)
+    report = evaluate(data, embedder, cats, classifier)
+    Path(out).write_text(json.dumps(report.to_json(), indent=2, default=float))
+    typer.echo(f"{'category':14}{'pairs':>6}{'thr':>6}{'P sim':>8}{'R sim':>8}{'P ver':>8}{'R ver':>8}")
+    for c in report.categories:
+        s, v = c.similarity_only, c.verified
+        typer.echo(f"{c.name:14}{c.pairs:>6}{c.threshold:>6.2f}{s.precision:>8.3f}"
+                   f"{s.recall:>8.3f}{v.precision:>8.3f}{v.recall:>8.3f}")
+    s, v = report.overall_similarity_only, report.overall_verified
+    typer.echo(f"{'all':14}{report.pairs:>6}{'':>6}{s.precision:>8.3f}{s.recall:>8.3f}"
+               f"{v.precision:>8.3f}{v.recall:>8.3f}")
+    typer.echo(f"report: {out}")
+
+
 @app.command()
 def migrate(
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,

@@ -35,7 +35,7 @@ _TOKEN = re.compile(
   | (?P<money>[$€£¥]\s?\d[\d,]*(?:\.\d+)?\s?[kmb]?\b)
   | (?P<number>\d[\d,]*(?:\.\d+)?(?:\s?%)?)
   | (?P<word>[A-Za-z_][\w+#.\-/]*(?:\(\))?)
-  | (?P<sym>[$€£¥%<>=+*/^])
+  | (?P<sym>[$€£¥%<>=+*/^×÷-])
     """,
     re.VERBOSE,
 )
@@ -202,7 +202,6 @@ _CONTRAST_GROUPS: list[frozenset[str]] = [
     frontend backend
     shallow deep
     union intersection
-    add subtract multiply divide plus minus times
     sum product difference quotient
     sine cosine tangent sin cos tan
     derivative integral
@@ -217,7 +216,11 @@ _CONTRAST_GROUPS: list[frozenset[str]] = [
     cheap expensive
     easy hard
     import from
-    yesterday today tomorrow
+    yesterday today tomorrow tonight
+    morning afternoon evening night midnight noon
+    this last next previous coming
+    hourly daily weekly monthly quarterly yearly annual annually
+    int str list dict tuple set float bool char byte object file dataframe matrix vector class
     """.strip().splitlines()
 ]
 _CONTRAST_INDEX: dict[str, list[int]] = {}
@@ -225,21 +228,27 @@ for _i, _g in enumerate(_CONTRAST_GROUPS):
     for _w in _g:
         _CONTRAST_INDEX.setdefault(_w, []).append(_i)
 
-_DIRECTION = frozenset(
-    "to into from than over vs versus onto toward towards per".split()
-)
+_DIRECTION = frozenset("to into from than over vs versus onto toward towards per".split())
+_TOPIC = frozenset("about on regarding".split())
 _NEGATION = frozenset("not no never without neither nor cannot can't don't doesn't isn't "
                       "aren't won't shouldn't wouldn't didn't except".split())
+# Operators, from symbols and words, so "3x + 7 = 11" and "3x plus 7 equals 11" agree.
+_OPS = {"+": "+", "plus": "+", "add": "+", "-": "-", "minus": "-", "subtract": "-",
+        "*": "*", "×": "*", "times": "*", "multiply": "*", "multiplied": "*", "/": "/", "÷": "/",
+        "divide": "/", "divided": "/", "^": "^", "power": "^", "=": "=", "equals": "=",
+        "equal": "=", "<": "<", ">": ">"}
+_NON_COMMUTATIVE = frozenset("-/^<>")
+# Generic technical words: mentioning them or not changes nothing.
+_GENERIC = frozenset("http https api url www app code program script online".split())
 
 _MONTHS = "january february march april may june july august september october november december"
 _DAYS = "monday tuesday wednesday thursday friday saturday sunday"
+# Specific points in time. Relative ones (this/last/next week, daily/weekly) are contrast
+# groups: they matter when both sides name one, not when one side leaves time implicit.
 _DATE_WORDS = frozenset(
-    (_MONTHS + " " + _DAYS + " jan feb mar apr jun jul aug sep sept oct nov dec today tomorrow "
-     "yesterday tonight now currently current latest recent morning afternoon evening night "
-     "weekend week month quarter year daily weekly monthly yearly annual hourly q1 q2 q3 q4 "
-     "ytd").split()
+    (_MONTHS + " " + _DAYS + " jan feb mar apr jun jul aug sep sept oct nov dec today "
+     "tomorrow yesterday tonight q1 q2 q3 q4 ytd").split()
 )
-_DATE_QUALIFIERS = frozenset("last next this previous past coming".split())
 
 # Words that may replace one another in a paraphrase without changing the question.
 _SYNONYMS = {
@@ -247,23 +256,21 @@ _SYNONYMS = {
     for canon, aliases in {
         "make": "make create write build generate produce implement code craft compose",
         "explain": "explain describe define clarify",
-        "show": "show give list provide display",
+        "show": "show give provide display",
         "fast": "fast quick quickly fastest quickest efficient efficiently speedy",
         "big": "big large huge",
         "small": "small little tiny",
-        "int": "int integer integers ints number numbers",
-        "str": "str string strings text",
-        "dict": "dict dictionary dictionaries dicts map hashmap",
+        "int": "int integer integers ints",
+        "str": "str string strings",
+        "dict": "dict dictionary dictionaries dicts hashmap",
         "func": "func function functions method methods",
-        "array": "array arrays",
-        "list": "list lists",
+        "list": "list lists array arrays",
         "err": "err error errors exception exceptions",
         "fix": "fix solve resolve debug repair",
         "convert": "convert turn transform change cast",
         "find": "find get determine compute calculate calc work figure",
         "meaning": "meaning definition mean",
         "price": "price cost value worth",
-        "capital": "capital",
         "car": "car automobile vehicle",
         "doctor": "doctor physician",
         "movie": "movie film",
@@ -275,8 +282,8 @@ _SYNONYMS = {
         "picture": "picture image photo",
         "example": "example sample",
         "way": "way method approach",
-        "job": "job work",
         "kid": "kid kids child children",
+        "share": "share shares stock stocks",
     }.items()
     for alias in aliases.split()
 }
@@ -302,9 +309,16 @@ def _num(text: str) -> str:
     return s + "%" if pct else s
 
 
+def _contrast_keys(low: str) -> list[str]:
+    return [k for k in dict.fromkeys((low, _stem(low), _canon(low))) if k in _CONTRAST_INDEX]
+
+
 @dataclass(frozen=True)
 class Slots:
-    numbers: frozenset[str]
+    numbers: frozenset[str]           # values (15, 15%) and units attached to them (unit:km)
+    number_seq: tuple[str, ...]       # the values in order
+    target_units: frozenset[str]      # units named without a number ("... in meters")
+    ops: frozenset[str]
     quoted: frozenset[str]
     identifiers: frozenset[str]
     languages: frozenset[str]
@@ -314,6 +328,7 @@ class Slots:
     negation: bool
     content: tuple[str, ...]          # canonical content words, in order
     relation_frames: frozenset[tuple[str, str, str]]  # (direction word, word before, word after)
+    topics: frozenset[tuple[str, str]]  # (about/of/on, the word after it)
     words: frozenset[str]             # every word, lower case, and its stem
     lower_case: bool
 
@@ -327,9 +342,32 @@ def _is_identifier(tok: str) -> bool:
     )
 
 
+def _tokens(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, end offset); plain hyphenated words are split ("two-day" -> two, day)."""
+    out: list[tuple[str, str, int]] = []
+    for m in _TOKEN.finditer(text):
+        kind, tok = m.lastgroup or "", m.group()
+        if (kind == "word" and "-" in tok.strip("-") and not _is_identifier(tok)
+                and tok.lower() not in _TECH):
+            for part in tok.split("-"):
+                if part:
+                    out.append(("word", part, m.end()))
+        else:
+            out.append((kind, tok, m.end()))
+    return out
+
+
+_AMBIGUOUS_TECH = frozenset(
+    "c r go rest spring express apache spark excel mac sh ts py js torch node".split()
+)
+
+
 @lru_cache(maxsize=65536)
 def extract(text: str) -> Slots:
     numbers: set[str] = set()
+    number_seq: list[str] = []
+    target_units: set[str] = set()
+    ops: set[str] = set()
     quoted: set[str] = set()
     idents: set[str] = set()
     langs: set[str] = set()
@@ -338,63 +376,72 @@ def extract(text: str) -> Slots:
     contrast: set[str] = set()
     negation = False
     content: list[str] = []
-    tokens = list(_TOKEN.finditer(text))
+    words: list[str] = []
     sentence_start = True
-    prev_word = ""
-    for m in tokens:
-        kind, tok = m.lastgroup, m.group()
+    prev_kind, prev_word = "", ""
+    for kind, tok, end in _tokens(text):
         if kind == "quoted":
             quoted.add(tok[1:-1].strip().lower())
-            sentence_start = False
+            sentence_start, prev_kind = False, kind
             continue
         if kind == "money":
             ents.add("usd" if tok[0] == "$" else _CURRENCIES.get(tok[0], tok[0]))
-            numbers.add(_num(re.sub(r"[^\d.,]", "", tok)))
+            value = _num(re.sub(r"[^\d.,]", "", tok))
+            numbers.add(value)
+            number_seq.append(value)
+            prev_kind = "number"
             continue
         if kind == "number":
             value = _num(tok)
-            nxt = text[m.end(): m.end() + 12].lower().split()
-            if nxt and nxt[0].strip(".,?") in _PERCENT_WORDS:
-                value += "" if value.endswith("%") else "%"
+            nxt = text[end : end + 16].lower().replace("-", " ").split()
+            if nxt and nxt[0].strip(".,?") in _PERCENT_WORDS and not value.endswith("%"):
+                value += "%"
             numbers.add(value)
-            if nxt and (unit := _UNITS.get(nxt[0].strip(".,?!"))):
-                numbers.add("unit:" + unit)
+            number_seq.append(value)
             if len(tok) == 4 and tok.isdigit() and 1000 <= int(tok) <= 2999:
                 dates.add(tok)
             content.append(value)
-            sentence_start = False
+            words.append(value)
+            sentence_start, prev_kind = False, "number"
             continue
         if kind == "sym":
             if tok in "$€£¥":
                 ents.add(_CURRENCIES[tok])
-            elif tok in "<>=+*/^":
-                contrast.add("op:" + tok)
+            elif tok in _OPS:
+                ops.add(_OPS[tok])
             continue
         word = tok.rstrip(".")
         low = word.lower()
+        words.append(low)
         at_start = sentence_start
         sentence_start = tok.endswith(".") and not _is_identifier(tok)
+        after_number = prev_kind == "number"
+        prev_kind = "word"
         if low in _NEGATION or low.endswith("n't"):
             negation = True
             continue
+        if low in _OPS and not (low in ("add", "equal") and not numbers):
+            ops.add(_OPS[low])
         if low in _NUMBER_WORDS:
-            numbers.add(f"{_NUMBER_WORDS[low]:g}")
-            content.append(f"{_NUMBER_WORDS[low]:g}")
+            value = f"{_NUMBER_WORDS[low]:g}"
+            numbers.add(value)
+            number_seq.append(value)
+            content.append(value)
+            prev_kind = "number"
             continue
-        if low in _PERCENT_WORDS or (low in _UNITS and numbers):
-            if low in _UNITS:
-                numbers.add("unit:" + _UNITS[low])
-                content.append("unit:" + _UNITS[low])
+        if low in _PERCENT_WORDS:
             continue
-        if low in _UNITS and prev_word in ("in", "to", "into"):
-            numbers.add("unit:" + _UNITS[low])
+        if low in _UNITS:
+            unit = "unit:" + _UNITS[low]
+            (numbers if after_number else target_units).add(unit)
+            content.append(unit)
+            continue
         if _is_identifier(tok):
-            idents.add(word.lower())
-            content.append(word.lower())
+            idents.add(low)
+            content.append(low)
             continue
-        if low in _TECH and (low not in ("c", "r", "go", "rest", "spring", "express", "apache",
-                                         "spark", "excel", "mac", "sh", "ts", "py", "js")
-                             or word != low or prev_word in ("in", "with", "using", "for")):
+        if low in _TECH and (low not in _AMBIGUOUS_TECH or word != low
+                             or prev_word in ("in", "with", "using", "for")):
             langs.add(_TECH[low])
             content.append(_TECH[low])
             prev_word = low
@@ -405,38 +452,39 @@ def extract(text: str) -> Slots:
             continue
         if low in _DATE_WORDS:
             dates.add(low[:3] if low[:3] in _MONTHS else low)
-        if low in _DATE_QUALIFIERS and tokens and m.end() < len(text):
-            following = text[m.end():].split()
-            if following and following[0].lower().strip(".,?") in _DATE_WORDS:
-                dates.add(low + " " + following[0].lower().strip(".,?"))
-        key = low if low in _CONTRAST_INDEX else _stem(low)
-        if key in _CONTRAST_INDEX:
-            contrast.add(key)
+        keys = _contrast_keys(low)
+        contrast.update(keys)
         is_upper = word.isupper() and len(word) >= 2 and word.isalpha()
         capital = word[0].isupper() and not at_start and low not in _STOP and low != "i"
-        if (is_upper or capital) and key not in _CONTRAST_INDEX:
+        if (is_upper or capital) and not keys and low not in _GENERIC:
             ents.add(low)
         prev_word = low
-        if low not in _STOP:
+        if low not in _STOP and low not in _GENERIC:
             content.append(_canon(low))
-    frames = set()
-    words = [m.group().lower() for m in tokens if m.lastgroup in ("word", "number")]
-    canon_words = [
-        w if w in _DIRECTION else "unit:" + _UNITS[w] if w in _UNITS else _canon(w) for w in words
-    ]
-    def salient(xs: list[str]) -> str:
-        return next((x for x in xs if x not in _STOP and x not in _DIRECTION), "")
 
+    canon_words = [
+        w if w in _DIRECTION or w in _TOPIC else "unit:" + _UNITS[w] if w in _UNITS else _canon(w)
+        for w in words
+    ]
+
+    def salient(xs: list[str]) -> str:
+        return next((x for x in xs if x not in _STOP and x not in _DIRECTION
+                     and x not in _TOPIC and x not in _GENERIC), "")
+
+    frames, topics = set(), set()
     for i, w in enumerate(canon_words):
         if w in _DIRECTION:
             before, after = salient(canon_words[:i][::-1]), salient(canon_words[i + 1 :])
             frames.add(("to" if w in ("into", "onto", "toward", "towards") else w, before, after))
+        elif w in _TOPIC and (after := salient(canon_words[i + 1 :])):
+            topics.add((w, after))
     letters = [c for c in text if c.isalpha()]
     return Slots(
-        numbers=frozenset(numbers), quoted=frozenset(quoted), identifiers=frozenset(idents),
-        languages=frozenset(langs), entities=frozenset(ents), dates=frozenset(dates),
-        contrast=frozenset(contrast), negation=negation, content=tuple(content),
-        relation_frames=frozenset(frames),
+        numbers=frozenset(numbers), number_seq=tuple(number_seq),
+        target_units=frozenset(target_units), ops=frozenset(ops), quoted=frozenset(quoted),
+        identifiers=frozenset(idents), languages=frozenset(langs), entities=frozenset(ents),
+        dates=frozenset(dates), contrast=frozenset(contrast), negation=negation,
+        content=tuple(content), relation_frames=frozenset(frames), topics=frozenset(topics),
         words=frozenset(words) | frozenset(_stem(w) for w in words),
         lower_case=bool(letters) and not any(c.isupper() for c in letters),
     )
@@ -451,23 +499,36 @@ class Verdict:
 OK = Verdict(True)
 
 
+def _both_and_differ(a: frozenset[str], b: frozenset[str]) -> bool:
+    return bool(a) and bool(b) and a != b
+
+
 def _contrast_differs(a: frozenset[str], b: frozenset[str]) -> bool:
     if a == b:
         return False
-    groups_a = {g for w in a for g in _CONTRAST_INDEX.get(w, [])}
-    groups_b = {g for w in b for g in _CONTRAST_INDEX.get(w, [])}
-    for g in groups_a | groups_b:
+    groups = {g for w in a | b for g in _CONTRAST_INDEX.get(w, [])}
+    for g in groups:
         ma = {w for w in a if g in _CONTRAST_INDEX.get(w, [])}
         mb = {w for w in b if g in _CONTRAST_INDEX.get(w, [])}
         if ma and mb and ma != mb:
             return True
-    ops_a = {w for w in a if w.startswith("op:")}
-    ops_b = {w for w in b if w.startswith("op:")}
-    return ops_a != ops_b
+    return False
+
+
+def _numbers_differ(a: Slots, b: Slots) -> bool:
+    return (
+        a.numbers != b.numbers
+        or _both_and_differ(a.target_units, b.target_units)
+        or _both_and_differ(a.ops, b.ops)
+    )
 
 
 def _relations_differ(a: Slots, b: Slots) -> bool:
-    """Same words, other order, and a direction word on both sides whose neighbours differ."""
+    """The same things in another order where order matters: around a direction word
+    ("string to int" / "int to string"), or numbers of a non-commutative operation."""
+    if (sorted(a.number_seq) == sorted(b.number_seq) and a.number_seq != b.number_seq
+            and ((a.ops | b.ops) & _NON_COMMUTATIVE or a.relation_frames or b.relation_frames)):
+        return True
     if sorted(a.content) != sorted(b.content) or a.content == b.content:
         return False
     common = {f[0] for f in a.relation_frames} & {f[0] for f in b.relation_frames}
@@ -489,11 +550,26 @@ def _minimal_pair(a: Slots, b: Slots) -> bool:
     return len(only_a) == 1 and len(only_b) == 1 and len(sa & sb) >= 1
 
 
+def _same_word(x: str, y: str) -> bool:
+    """Equal, or one extends the other (spring / springtime, photo / photography)."""
+    return x == y or (min(len(x), len(y)) >= 4 and (x.startswith(y) or y.startswith(x)))
+
+
+def _topics_differ(a: Slots, b: Slots) -> bool:
+    """The same preposition of topic ("a joke about ...") followed by different things."""
+    for prep in {p for p, _ in a.topics} & {p for p, _ in b.topics}:
+        ta = {w for p, w in a.topics if p == prep}
+        tb = {w for p, w in b.topics if p == prep}
+        if not any(_same_word(x, y) for x in ta for y in tb):
+            return True
+    return False
+
+
 def _entities_differ(a: Slots, b: Slots) -> bool:
     """An entity on one side that the other side does not mention at all, in any case."""
     if (a.entities - b.words) or (b.entities - a.words):
         return True
-    return _minimal_pair(a, b)
+    return _minimal_pair(a, b) or _topics_differ(a, b)
 
 
 # Most specific kinds first: the reason reported is the most telling one.
@@ -510,7 +586,7 @@ def verify(
         return OK
     a, b = extract(query), extract(candidate)
     for kind in (k for k in _ORDER if k in kinds):
-        if kind == "numbers" and a.numbers != b.numbers:
+        if kind == "numbers" and _numbers_differ(a, b):
             return Verdict(False, kind)
         if kind == "quoted" and a.quoted != b.quoted:
             return Verdict(False, kind)
