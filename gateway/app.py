@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.api import health, openai, passthrough
+from gateway.api import health, metrics_route, openai, passthrough
 from gateway.config import Settings
 from gateway.deps import Services
 from gateway.errors import install_handlers
+from gateway.metrics import Metrics
+from gateway.middleware import RequestIdMiddleware
 from gateway.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -27,14 +29,17 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        upstream = Upstream(settings)
-        services = Services(settings=settings, upstream=upstream)
+        metrics = Metrics()
+        upstream = Upstream(settings, metrics)
+        services = Services(settings=settings, upstream=upstream, metrics=metrics)
         app.state.services = services
         try:
             if settings.cache_enabled:
                 from gateway.cache.service import CacheService
 
-                services.cache = await CacheService.start(settings, upstream, embedder=embedder)
+                services.cache = await CacheService.start(
+                    settings, upstream, metrics, embedder=embedder
+                )
             services.ready = True
             log.info("semcache %s ready, upstream %s", __version__, settings.upstream_url)
             yield
@@ -46,7 +51,9 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     app = FastAPI(title="semcache", version=__version__, lifespan=lifespan)
     install_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(openai.router)
     app.include_router(passthrough.router)
     return app

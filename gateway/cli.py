@@ -39,10 +39,12 @@ def serve(
         upstream_url=upstream, host=host, port=port, database_url=database_url,
         cache_enabled=False if no_cache else None,
     )
-    logging.basicConfig(level=settings.log_level.upper())
+    from gateway.logs import configure
+
+    configure(settings.log_level)
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level, proxy_headers=False,
+        log_level=settings.log_level, proxy_headers=False, log_config=None,
     )
 
 

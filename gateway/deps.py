@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from gateway.config import Settings
+from gateway.metrics import Metrics
 from gateway.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     upstream: Upstream
+    metrics: Metrics
     cache: CacheService | None = None
     ready: bool = False
     notes: dict[str, str] = field(default_factory=dict)

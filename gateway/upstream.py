@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 
 import httpx
 
 from gateway.config import Settings
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.metrics import Metrics
 
 # RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
 HOP_BY_HOP = frozenset(
@@ -44,7 +46,11 @@ def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]
 
 
 class Upstream:
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.metrics = metrics or Metrics()
         self.base_url = settings.upstream_url
         self._api_key = settings.upstream_api_key
         self.client = httpx.AsyncClient(
@@ -102,19 +108,40 @@ class Upstream:
         request = self.client.build_request(
             method, self.url(path, query), headers=headers, content=content
         )
-        with map_httpx_errors():
-            return await self.client.send(request, stream=True)
+        start = time.perf_counter()
+        try:
+            with map_httpx_errors():
+                response = await self.client.send(request, stream=True)
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(
+                "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
+            raise
+        self.metrics.stage_duration.labels("upstream_ttfb").observe(time.perf_counter() - start)
+        if response.status_code >= 400:
+            self.metrics.upstream_errors.labels(str(response.status_code)).inc()
+        response.extensions["semcache_start"] = start
+        response.extensions["semcache_metrics"] = self.metrics
+        return response
 
 
 async def iter_body(response: httpx.Response, *, raw: bool) -> AsyncIterator[bytes]:
     """The body as it arrives, chunk by chunk; errors mapped; the response closed at the end."""
+    metrics: Metrics | None = response.extensions.get("semcache_metrics")
     try:
         with map_httpx_errors():
             chunks = response.aiter_raw() if raw else response.aiter_bytes()
             async for chunk in chunks:
                 yield chunk
+    except UpstreamError as exc:
+        if metrics is not None:
+            metrics.upstream_errors.labels(
+                "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
+        raise
     finally:
         await response.aclose()
+        if metrics is not None and "semcache_start" in response.extensions:
+            metrics.stage_duration.labels("upstream_total").observe(
+                time.perf_counter() - response.extensions["semcache_start"])
 
 
 async def read_body(response: httpx.Response) -> bytes:

@@ -26,9 +26,11 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
     parsed = validate(model, data)
     if services.cache is not None:
         return await services.cache.complete(endpoint, request.headers, raw, data, parsed)
+    services.metrics.requests.labels("-", "bypass").inc()
+    services.metrics.bypasses.labels("cache_disabled").inc()
     return await forward_completion(
-        services.upstream, endpoint, request.headers, raw,
-        stream=parsed.stream, on_complete=None, extra_headers={"x-semcache": "bypass"},
+        services.upstream, endpoint, request.headers, raw, stream=parsed.stream,
+        on_complete=None, extra_headers={"x-semcache": "bypass", "x-semcache-bypass": "cache_disabled"},
     )
 
 

@@ -29,8 +29,9 @@ from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, SentenceTransformerEmbedder, Vectors
-from gateway.errors import InvalidRequest
+from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import forward_completion
+from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
 from gateway.resources import categories_dir
 from gateway.streaming import fresh, replay
@@ -55,9 +56,10 @@ class Lookup:
 class CacheService:
     def __init__(
         self, settings: Settings, upstream: Upstream, categories: dict[str, Category],
-        batcher: MicroBatcher, classifier: Classifier, store: Store,
+        batcher: MicroBatcher, classifier: Classifier, store: Store, metrics: Metrics,
     ):
         self.settings = settings
+        self.metrics = metrics
         self.upstream = upstream
         self.categories = categories
         self.batcher = batcher
@@ -65,13 +67,18 @@ class CacheService:
         self.store = store
         dim = batcher.embedder.dim
         self.indexes = {name: CategoryIndex(dim) for name in categories}
+        for name, cat in categories.items():
+            metrics.track_index(name, self.indexes[name].__len__, cat.quota)
+            metrics.effective_threshold.labels(name).set(cat.threshold)
+            metrics.effective_ttl.labels(name).set(cat.ttl_seconds)
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
     async def start(
-        cls, settings: Settings, upstream: Upstream, *, embedder: Embedder | None = None
+        cls, settings: Settings, upstream: Upstream, metrics: Metrics, *,
+        embedder: Embedder | None = None,
     ) -> CacheService:
         categories = load_categories(
             settings.categories_dir or categories_dir(), settings.categories_overlay
@@ -90,7 +97,7 @@ class CacheService:
         if settings.auto_migrate:
             await asyncio.to_thread(run_migrations, settings.database_url)
         store = Store(make_engine(settings.database_url))
-        service = cls(settings, upstream, categories, batcher, classifier, store)
+        service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service._spawn(service._rebuild())
         service._spawn(service._sweep_forever())
         return service
@@ -133,8 +140,11 @@ class CacheService:
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
-            with contextlib.suppress(SQLAlchemyError):
+            try:
                 await self.sweep()
+            except SQLAlchemyError:
+                self.metrics.store_errors.labels("sweep").inc()
+                log.warning("sweep failed; will retry", exc_info=True)
 
     async def sweep(self) -> int:
         """Delete expired rows from the store and their labels from the indexes."""
@@ -143,6 +153,7 @@ class CacheService:
         for entry_id, category in swept:
             if category in self.indexes:
                 self.indexes[category].remove([entry_id])
+                self.metrics.expirations.labels(category).inc()
         for index in self.indexes.values():  # rows another process already deleted
             index.remove(index.expired(now))
         return len(swept)
@@ -159,6 +170,27 @@ class CacheService:
     # --- the request path ---------------------------------------------------------------
     async def complete(
         self, endpoint: Endpoint, headers: Mapping[str, str], raw: bytes, data: dict[str, Any],
+        parsed: ChatCompletionRequest | CompletionRequest,
+    ) -> Response:
+        start = time.perf_counter()
+        try:
+            response = await self._complete(headers, raw, parsed)
+        except UpstreamError:
+            self.metrics.requests.labels("-", "error").inc()
+            self.metrics.request_duration.labels("error").observe(time.perf_counter() - start)
+            raise
+        outcome = response.headers.get("x-semcache", "miss")
+        category = response.headers.get("x-semcache-category", "-")
+        if response.status_code >= 400:
+            outcome = "error"
+        if reason := response.headers.get("x-semcache-bypass"):
+            self.metrics.bypasses.labels(reason).inc()
+        self.metrics.requests.labels(category, outcome).inc()
+        self.metrics.request_duration.labels(outcome).observe(time.perf_counter() - start)
+        return response
+
+    async def _complete(
+        self, headers: Mapping[str, str], raw: bytes,
         parsed: ChatCompletionRequest | CompletionRequest,
     ) -> Response:
         namespace = namespace_of(headers, self.settings.default_namespace)
@@ -180,15 +212,17 @@ class CacheService:
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": key.bypass or "warming_up"})
         try:
-            vec = await self.batcher.embed(key.text)
+            with self.metrics.stage("embed"):
+                vec = await self.batcher.embed(key.text)
         except Exception:
             log.exception("embedding failed; request bypasses the cache")
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": "embedding_failed"})
-        ranked = (
-            [forced] if forced else
-            [n for n, _ in self.classifier.ranked(vec, self.settings.classify_margin)]
-        )
+        with self.metrics.stage("classify"):
+            ranked = (
+                [forced] if forced else
+                [n for n, _ in self.classifier.ranked(vec, self.settings.classify_margin)]
+            )
         category = self.categories[ranked[0]]
         out["x-semcache-category"] = category.name
         plan = policy.plan(None, category, cc)
@@ -196,13 +230,20 @@ class CacheService:
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": plan.bypass})
         if plan.lookup:
+            nearest: float | None = None
             for name in ranked:
                 neighbour = self.categories[name]
                 if not neighbour.cacheable:
                     continue
                 found = await self._lookup(key, category, neighbour, vec)
+                for reason, n in found.rejected.items():
+                    self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
                 if found.hit is not None:
-                    return self._serve(key, found.hit, parsed, out)
+                    return self._serve(key, category, found.hit, parsed, out)
+                if found.nearest is not None:
+                    nearest = max(nearest or -1.0, found.nearest)
+            if nearest is not None:
+                self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
         return await self._forward(key, raw, headers, parsed.stream,
                                    category if plan.store else None, vec, out)
 
@@ -216,17 +257,20 @@ class CacheService:
         threshold = max(category.threshold, searched.threshold)
         slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
         check = category.verification.enabled or searched.verification.enabled
-        near = await asyncio.to_thread(
-            index.search, vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
-            context_hash=key.context_hash, now=now,
-        )
+        with self.metrics.stage("search"):
+            near = await asyncio.to_thread(
+                index.search, vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
+                context_hash=key.context_hash, now=now,
+            )
         nearest = near[0][1] if near else None
         candidates = [(i, s) for i, s in near if s >= threshold]
         if not candidates:
             return Lookup(None, nearest, {})
         try:
-            rows = await asyncio.to_thread(self.store.get_many, [i for i, _ in candidates])
+            with self.metrics.stage("store_read"):
+                rows = await asyncio.to_thread(self.store.get_many, [i for i, _ in candidates])
         except SQLAlchemyError:
+            self.metrics.store_errors.labels("read").inc()
             log.exception("store read failed; treating as a miss")
             return Lookup(None, nearest, {})
         rejected: dict[str, int] = {}
@@ -239,19 +283,29 @@ class CacheService:
                     or row.context_hash != key.context_hash:
                 continue
             if check:
-                verdict = verify(key.text, row.query_text, slots)
+                with self.metrics.stage("verify"):
+                    verdict = verify(key.text, row.query_text, slots)
                 if not verdict.ok:
                     reason = verdict.reason or "unknown"
                     rejected[reason] = rejected.get(reason, 0) + 1
                     continue
-            self._spawn(asyncio.to_thread(self.store.touch, entry_id, now))
+            self._spawn(self._touch(entry_id, now))
             return Lookup(Hit(row, sim), nearest, rejected)
         return Lookup(None, nearest, rejected)
 
+    async def _touch(self, entry_id: int, now: float) -> None:
+        try:
+            await asyncio.to_thread(self.store.touch, entry_id, now)
+        except SQLAlchemyError:
+            self.metrics.store_errors.labels("touch").inc()
+
     def _serve(
-        self, key: RequestKey, hit: Hit, parsed: ChatCompletionRequest | CompletionRequest,
-        out: dict[str, str],
+        self, key: RequestKey, category: Category, hit: Hit,
+        parsed: ChatCompletionRequest | CompletionRequest, out: dict[str, str],
     ) -> Response:
+        self.metrics.hit_similarity.labels(category.name).observe(hit.similarity)
+        self.metrics.upstream_calls_avoided.labels(category.name).inc()
+        self.metrics.tokens_saved.labels(category.name).inc(_completion_tokens(hit.entry))
         body = fresh(key.endpoint, hit.entry.response)
         headers = {
             **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
@@ -298,7 +352,8 @@ class CacheService:
         )
         index = self.indexes[category.name]
         try:
-            entry_id = await asyncio.to_thread(self.store.insert, entry)
+            with self.metrics.stage("store_write"):
+                entry_id = await asyncio.to_thread(self.store.insert, entry)
             await asyncio.to_thread(
                 index.add, [entry_id], vec.reshape(1, -1),
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
@@ -307,5 +362,18 @@ class CacheService:
                 self.store.evict, category.name, category.quota, category.eviction
             )
             index.remove(victims)
+            if victims:
+                self.metrics.evictions.labels(category.name).inc(len(victims))
         except SQLAlchemyError:
+            self.metrics.store_errors.labels("write").inc()
             log.exception("store write failed; the answer was served but not cached")
+
+
+def _completion_tokens(entry: StoredEntry) -> int:
+    """Tokens the hit saved: the stored usage, else about four characters per token."""
+    if entry.completion_tokens is not None:
+        return entry.completion_tokens
+    chars = 0
+    for ch in entry.response.get("choices", []):
+        chars += len((ch.get("message") or {}).get("content") or ch.get("text") or "")
+    return max(1, chars // 4)

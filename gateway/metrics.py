@@ -1,0 +1,91 @@
+"""Every Prometheus metric, defined once, in a registry owned by the app (not the process
+default, so several gateways in one process — tests, the demo — keep separate counts).
+
+Names follow Prometheus conventions: base units (seconds), ``_total`` for counters, labels of
+low cardinality only (category, outcome, stage, reason, status class) — never a namespace,
+a query or a key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_SIMILARITY = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0)
+
+STAGES = ("embed", "classify", "search", "verify", "store_read", "store_write",
+          "upstream_ttfb", "upstream_total")
+OUTCOMES = ("hit", "miss", "bypass", "error")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "semcache_requests_total", "Cacheable-endpoint requests by category and outcome.",
+            ["category", "outcome"], registry=r)
+        self.request_duration = Histogram(
+            "semcache_request_duration_seconds", "Time to response headers, by outcome.",
+            ["outcome"], buckets=_LATENCY, registry=r)
+        self.stage_duration = Histogram(
+            "semcache_stage_duration_seconds", "Time spent in each stage of the request path.",
+            ["stage"], buckets=_LATENCY, registry=r)
+        self.bypasses = Counter(
+            "semcache_bypass_total", "Requests that skipped the cache, by reason.",
+            ["reason"], registry=r)
+        self.index_entries = Gauge(
+            "semcache_index_entries", "Entries in the in-memory index.", ["category"], registry=r)
+        self.quota = Gauge(
+            "semcache_quota_entries", "Most entries a category may hold.", ["category"],
+            registry=r)
+        self.evictions = Counter(
+            "semcache_evictions_total", "Entries evicted for quota.", ["category"], registry=r)
+        self.expirations = Counter(
+            "semcache_expirations_total", "Expired entries swept.", ["category"], registry=r)
+        self.store_errors = Counter(
+            "semcache_store_errors_total", "Document store failures by operation.",
+            ["operation"], registry=r)
+        self.upstream_errors = Counter(
+            "semcache_upstream_errors_total",
+            "Upstream failures: HTTP status (4xx/5xx answers) or timeout/unavailable.",
+            ["status"], registry=r)
+        self.hit_similarity = Histogram(
+            "semcache_hit_similarity", "Cosine similarity of served hits.", ["category"],
+            buckets=_SIMILARITY, registry=r)
+        self.miss_nearest_similarity = Histogram(
+            "semcache_miss_nearest_similarity",
+            "Similarity of the nearest in-scope entry on a miss (tune thresholds with it).",
+            ["category"], buckets=_SIMILARITY, registry=r)
+        self.verifier_rejections = Counter(
+            "semcache_verifier_rejections_total",
+            "Candidates above threshold that the verifier refused, by slot kind.",
+            ["category", "reason"], registry=r)
+        self.tokens_saved = Counter(
+            "semcache_tokens_saved_total",
+            "Completion tokens served from cache instead of generated (estimated when the "
+            "stored answer carried no usage).", ["category"], registry=r)
+        self.upstream_calls_avoided = Counter(
+            "semcache_upstream_calls_avoided_total", "Hits: upstream calls not made.",
+            ["category"], registry=r)
+        self.effective_threshold = Gauge(
+            "semcache_effective_threshold", "Similarity threshold in force.", ["category"],
+            registry=r)
+        self.effective_ttl = Gauge(
+            "semcache_effective_ttl_seconds", "TTL given to new entries.", ["category"],
+            registry=r)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_duration.labels(name).observe(time.perf_counter() - start)
+
+    def track_index(self, category: str, size: Callable[[], int], quota: int) -> None:
+        self.index_entries.labels(category).set_function(size)
+        self.quota.labels(category).set(quota)
