@@ -11,6 +11,7 @@ from a fresh one. Behaviour is steered per request by headers (the gateway forwa
     x-fake-bad-json: 1          answer 200 with a body that is not JSON
 
 ``GET /fake/stats`` tells how many requests each path received; ``POST /fake/reset`` zeroes it.
+``GET /metrics`` exports the load gauges vLLM exports (same names), from the requests in flight.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 _WORDS = (
@@ -55,6 +57,19 @@ def _tokens(text: str) -> int:
 def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
     app = FastAPI(title="semcache fake upstream")
     stats: Counter[str] = Counter()
+    registry = CollectorRegistry()
+    labels = ["model_name"]
+    running = Gauge("vllm:num_requests_running", "Requests being generated.", labels,
+                    registry=registry)
+    waiting = Gauge("vllm:num_requests_waiting", "Requests queued.", labels, registry=registry)
+    kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage, 1 = full.", labels,
+                     registry=registry)
+    for g in (running, waiting, kv_usage):
+        g.labels("fake").set(0)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     def error(status: int, message: str) -> JSONResponse:
         kind = "rate_limit_error" if status == 429 else "server_error"
@@ -65,6 +80,24 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
 
     async def generate(request: Request, chat: bool) -> Response:
         stats[request.url.path] += 1
+        running.labels("fake").inc()
+        response = await _generate(request, chat)
+        if isinstance(response, StreamingResponse):
+            inner = response.body_iterator
+
+            async def counted() -> AsyncIterator[bytes]:
+                try:
+                    async for chunk in inner:
+                        yield chunk  # type: ignore[misc]
+                finally:
+                    running.labels("fake").dec()
+
+            response.body_iterator = counted()
+        else:
+            running.labels("fake").dec()
+        return response
+
+    async def _generate(request: Request, chat: bool) -> Response:
         h = request.headers
         if delay := float(h.get("x-fake-delay", 0)):
             await asyncio.sleep(delay)

@@ -71,6 +71,13 @@ class CacheService:
             metrics.track_index(name, self.indexes[name].__len__, cat.quota)
             metrics.effective_threshold.labels(name).set(cat.threshold)
             metrics.effective_ttl.labels(name).set(cat.ttl_seconds)
+            # series exist from the start (at zero), so rates and dashboards have a baseline
+            metrics.evictions.labels(name)
+            metrics.expirations.labels(name)
+            for slot in cat.verification.slots:
+                metrics.verifier_rejections.labels(name, slot)
+        for operation in ("read", "write", "touch", "sweep"):
+            metrics.store_errors.labels(operation)
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -1,0 +1,156 @@
+"""Metrics, dashboards and deployment files agree with each other and with the running code."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.config import Settings
+from gateway.embedding import SentenceTransformerEmbedder
+from gateway.logs import JsonFormatter
+from gateway.serverthread import ServerThread
+from tests.conftest import GatewayFactory
+
+ROOT = Path(__file__).parents[2]
+PROMQL_WORDS = {
+    "sum", "by", "rate", "increase", "histogram_quantile", "avg", "max", "min", "le", "without",
+    "irate", "count", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+}
+
+
+def samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"{url}/metrics").text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for fam in text_string_to_metric_families(text) for s in fam.samples
+    }
+
+
+def value(url: str, name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples(url).items()
+               if n == name and set(labels.items()) <= set(ls))
+
+
+def names_in(expr: str) -> set[str]:
+    expr = re.sub(r"\{[^}]*\}", "", expr)           # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)          # range selectors
+    expr = re.sub(r"\bby\s*\([^)]*\)", "", expr)     # grouping labels
+    tokens = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
+    return {t for t in tokens if t not in PROMQL_WORDS and not t.replace(".", "").isdigit()}
+
+
+def dashboard_exprs() -> list[str]:
+    exprs = []
+    for path in (ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            exprs += [t["expr"] for t in panel["targets"]]
+    return exprs
+
+
+@pytest.fixture
+def gw(gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+       tmp_path: Path) -> ServerThread:
+    return gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/m.db")
+
+
+def chat(url: str, q: str, **headers: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", headers=headers, json={
+        "model": "fake-small", "messages": [{"role": "user", "content": q}]})
+
+
+def test_metrics_move_for_hit_miss_and_error(gw: ServerThread) -> None:
+    q = "What is the boiling point of water at sea level?"
+    assert chat(gw.url, q).headers["x-semcache"] == "miss"
+    cat = chat(gw.url, q).headers["x-semcache-category"]
+    assert value(gw.url, "semcache_requests_total", category=cat, outcome="miss") == 1
+    assert value(gw.url, "semcache_requests_total", category=cat, outcome="hit") == 1
+    assert value(gw.url, "semcache_tokens_saved_total", category=cat) > 0
+    assert value(gw.url, "semcache_upstream_calls_avoided_total", category=cat) == 1
+    assert value(gw.url, "semcache_hit_similarity_count", category=cat) == 1
+    assert value(gw.url, "semcache_index_entries", category=cat) == 1
+    assert value(gw.url, "semcache_stage_duration_seconds_count", stage="embed") == 2
+    assert value(gw.url, "semcache_stage_duration_seconds_count", stage="store_write") == 1
+
+    r = chat(gw.url, "Why is the sky blue?", **{"x-fake-status": "500"})
+    assert r.status_code == 500
+    assert value(gw.url, "semcache_upstream_errors_total", status="500") == 1
+    assert value(gw.url, "semcache_requests_total", outcome="error") == 1
+
+    chat(gw.url, "Write a Python function that sorts a list in ascending order")
+    chat(gw.url, "Write a Python function that sorts a list in descending order")
+    assert value(gw.url, "semcache_verifier_rejections_total", category="code") >= 1
+    assert value(gw.url, "semcache_miss_nearest_similarity_count", category="code") >= 1
+
+
+def test_every_dashboard_and_scrape_metric_exists(
+    gw: ServerThread, fake_upstream: ServerThread
+) -> None:
+    for q in ("hello there", "hello there", "What is my account balance?"):
+        chat(gw.url, q)
+    chat(gw.url, "x", **{"x-fake-status": "429"})
+    exported = {name for name, _ in samples(gw.url)} | {name for name, _ in samples(fake_upstream.url)}
+    families = exported | {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported}
+    used = set().union(*(names_in(e) for e in dashboard_exprs()))
+    assert used, "no metric found in dashboards"
+    assert used <= families, f"dashboards use metrics nobody exports: {sorted(used - families)}"
+
+
+def test_prometheus_and_grafana_files_are_consistent() -> None:
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    hosts = set(services) | {a for s in services.values()
+                             for a in (s.get("networks", {}).get("default") or {}).get("aliases", [])}
+    assert {t.split(":")[0] for t in targets} <= hosts
+    ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    for path in (ROOT / "deploy/grafana/dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            assert panel["datasource"]["uid"] == uid
+
+
+def test_compose_references_existing_files_and_real_settings() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    fields = {f"SEMCACHE_{n.upper()}" for n in Settings.model_fields}
+    for name, svc in compose["services"].items():
+        build = svc.get("build")
+        if build:
+            ctx = ROOT / build["context"]
+            assert (ctx / build.get("dockerfile", "Dockerfile")).is_file(), name
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            if src.startswith("./"):
+                assert (ROOT / src).exists(), (name, src)
+        for key in svc.get("environment", {}):
+            if key.startswith("SEMCACHE_"):
+                assert key in fields, f"{name} sets {key}, which is no setting"
+    profiles = {p for s in compose["services"].values() for p in s.get("profiles", [])}
+    assert {"demo", "gpu", "gpu-prefix"} <= profiles
+    for f in ("deploy/lmcache/blend.yaml", "deploy/lmcache/offload.yaml"):
+        yaml.safe_load((ROOT / f).read_text())
+    assert yaml.safe_load((ROOT / "deploy/lmcache/blend.yaml").read_text())["enable_blending"] is True
+
+
+def test_request_id_header_and_json_log(gw: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+    r = httpx.get(f"{gw.url}/healthz", headers={"x-request-id": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    generated = httpx.get(f"{gw.url}/healthz").headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated)
+    bad = httpx.get(f"{gw.url}/healthz", headers={"x-request-id": "x" * 500}).headers["x-request-id"]
+    assert bad != "x" * 500
+    record = logging.LogRecord("semcache", logging.INFO, __file__, 1, "hello %s", ("w",), None)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "hello w" and line["level"] == "info" and "request_id" in line
+
+
+def test_readyz_and_healthz(gw: ServerThread) -> None:
+    assert httpx.get(f"{gw.url}/readyz").json() == {"status": "ready"}
+    assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
