@@ -94,3 +94,34 @@ class CategoryIndex:
                 return []
         sims = 1.0 - dists[0]
         return [(int(label), float(sim)) for label, sim in zip(labels[0], sims, strict=True)]
+
+
+class ExactIndex:
+    """Exact repeats (same scope, conversation and whitespace-normalised query) skip embedding
+    and search entirely: digest -> (category, row id)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, tuple[str, int]] = {}
+        self._by_id: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def add(self, key: str, category: str, entry_id: int) -> None:
+        with self._lock:
+            old = self._by_key.get(key)
+            if old is not None:
+                self._by_id.pop(old[1], None)
+            self._by_key[key] = (category, entry_id)
+            self._by_id[entry_id] = key
+
+    def get(self, key: str) -> tuple[str, int] | None:
+        return self._by_key.get(key)
+
+    def remove(self, ids: list[int]) -> None:
+        with self._lock:
+            for i in ids:
+                key = self._by_id.pop(i, None)
+                if key is not None and self._by_key.get(key, ("", -1))[1] == i:
+                    del self._by_key[key]

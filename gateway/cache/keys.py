@@ -37,6 +37,12 @@ class RequestKey:
     bypass: str | None = None
     truncated: bool = False
 
+    @property
+    def exact_hash(self) -> str:
+        """Same scope, same conversation, same query up to whitespace."""
+        text = " ".join(self.text.split())
+        return hashlib.sha256(f"{self.scope_hash}|{self.context_hash}|{text}".encode()).hexdigest()
+
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response, StreamingResponse
 
 from gateway.cache import policy
-from gateway.cache.index import CategoryIndex, Meta
+from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
 from gateway.cache.verify import verify
@@ -67,6 +67,7 @@ class CacheService:
         self.store = store
         dim = batcher.embedder.dim
         self.indexes = {name: CategoryIndex(dim) for name in categories}
+        self.exact = ExactIndex()
         for name, cat in categories.items():
             metrics.track_index(name, self.indexes[name].__len__, cat.quota)
             metrics.effective_threshold.labels(name).set(cat.threshold)
@@ -139,6 +140,9 @@ class CacheService:
                 vecs = [r.embedding for r in rows]
                 metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in rows]
                 await asyncio.to_thread(self.indexes[name].add, [r.id for r in rows], vecs, metas)
+                for r in rows:
+                    if r.exact_hash:
+                        self.exact.add(r.exact_hash, name, r.id)
             count += len(batch)
             log.info("index rebuild: %d entries loaded", count)
         log.info("index rebuild done: %d entries in %.2fs", count, time.monotonic() - started)
@@ -159,11 +163,17 @@ class CacheService:
         swept = await asyncio.to_thread(self.store.sweep_expired, now)
         for entry_id, category in swept:
             if category in self.indexes:
-                self.indexes[category].remove([entry_id])
+                self._drop(category, [entry_id])
                 self.metrics.expirations.labels(category).inc()
-        for index in self.indexes.values():  # rows another process already deleted
-            index.remove(index.expired(now))
+        for name, index in self.indexes.items():  # rows another process already deleted
+            self._drop(name, index.expired(now))
         return len(swept)
+
+    def _drop(self, category: str, ids: list[int]) -> None:
+        """Entries gone from the store leave the in-memory indexes too."""
+        if ids:
+            self.indexes[category].remove(ids)
+            self.exact.remove(ids)
 
     async def store_health(self) -> tuple[bool, str]:
         if not self.warm.is_set():
@@ -218,6 +228,12 @@ class CacheService:
         if key.bypass is not None or not self.warm.is_set():
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": key.bypass or "warming_up"})
+        if cc.lookup and forced is None:
+            exact = await self._exact(key)
+            if exact is not None:
+                category, hit = exact
+                return self._serve(key, category, hit, parsed,
+                                   {**out, "x-semcache-category": category.name})
         try:
             with self.metrics.stage("embed"):
                 vec = await self.batcher.embed(key.text)
@@ -254,6 +270,31 @@ class CacheService:
         return await self._forward(key, raw, headers, parsed.stream,
                                    category if plan.store else None, vec, out)
 
+    async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
+        """The exact-repeat fast path: no embedding, no search, one store read."""
+        found = self.exact.get(key.exact_hash)
+        if found is None or found[0] not in self.categories:
+            return None
+        name, entry_id = found
+        category = self.categories[name]
+        if not category.cacheable:
+            return None
+        try:
+            with self.metrics.stage("store_read"):
+                rows = await asyncio.to_thread(self.store.get_many, [entry_id])
+        except SQLAlchemyError:
+            self.metrics.store_errors.labels("read").inc()
+            return None
+        row, now = rows.get(entry_id), time.time()
+        if row is None:
+            self._drop(name, [entry_id])
+            return None
+        if row.expires_at <= now or row.scope_hash != key.scope_hash \
+                or row.context_hash != key.context_hash:
+            return None
+        self._spawn(self._touch(entry_id, now))
+        return category, Hit(row, 1.0)
+
     async def _lookup(
         self, key: RequestKey, category: Category, searched: Category, vec: Vectors
     ) -> Lookup:
@@ -284,7 +325,7 @@ class CacheService:
         for entry_id, sim in candidates:
             row = rows.get(entry_id)
             if row is None:  # deleted behind our back (another replica, an operator)
-                index.remove([entry_id])
+                self._drop(searched.name, [entry_id])
                 continue
             if row.expires_at <= now or row.scope_hash != key.scope_hash \
                     or row.context_hash != key.context_hash:
@@ -356,6 +397,7 @@ class CacheService:
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
             created_at=now, expires_at=policy.expires_at(category, now),
+            exact_hash=key.exact_hash,
         )
         index = self.indexes[category.name]
         try:
@@ -365,10 +407,11 @@ class CacheService:
                 index.add, [entry_id], vec.reshape(1, -1),
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
             )
+            self.exact.add(entry.exact_hash, category.name, entry_id)
             victims = await asyncio.to_thread(
                 self.store.evict, category.name, category.quota, category.eviction
             )
-            index.remove(victims)
+            self._drop(category.name, victims)
             if victims:
                 self.metrics.evictions.labels(category.name).inc(len(victims))
         except SQLAlchemyError:

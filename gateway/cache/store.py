@@ -44,8 +44,10 @@ entries = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("last_hit_at", sa.Float, nullable=True),
     sa.Column("hit_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("exact_hash", sa.String(64), nullable=True),
     sa.Index("ix_cache_entries_category_expires", "category", "expires_at"),
     sa.Index("ix_cache_entries_scope", "scope_hash"),
+    sa.Index("ix_cache_entries_exact", "exact_hash"),
 )
 
 
@@ -64,6 +66,7 @@ class NewEntry:
     completion_tokens: int | None
     created_at: float
     expires_at: float
+    exact_hash: str
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class IndexRow:
     context_hash: str
     expires_at: float
     embedding: Vectors
+    exact_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class Store:
             "response": orjson.dumps(e.response).decode(),
             "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
             "created_at": e.created_at, "expires_at": e.expires_at, "hit_count": 0,
+            "exact_hash": e.exact_hash,
         }
         with self.engine.begin() as conn:
             result = conn.execute(entries.insert().values(**values).returning(entries.c.id))
@@ -224,7 +229,7 @@ class Store:
         """Every live row, in id order and in batches, to rebuild the indexes on start-up."""
         last = -1
         cols = (entries.c.id, entries.c.category, entries.c.scope_hash, entries.c.context_hash,
-                entries.c.expires_at, entries.c.embedding)
+                entries.c.expires_at, entries.c.embedding, entries.c.exact_hash)
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
@@ -236,6 +241,6 @@ class Store:
             last = rows[-1].id
             yield [
                 IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
-                         _vec(r.embedding))
+                         _vec(r.embedding), r.exact_hash)
                 for r in rows
             ]

@@ -173,7 +173,21 @@ def test_restart_keeps_entries(start: Callable[..., ServerThread]) -> None:
     again = start()
     text, h = chat_fn(again)(q)
     assert h["x-semcache"] == "hit"
+    assert h["x-semcache-similarity"] == "1.0000"  # the exact index was rebuilt too
     assert text == original
+    text, h = chat_fn(again)("Which ocean is the largest on Earth?")
+    assert h["x-semcache"] == "hit" and float(h["x-semcache-similarity"]) < 1.0
+    assert text == original
+
+
+def test_exact_repeat_ignores_whitespace_but_not_scope(gw: ServerThread) -> None:
+    chat = chat_fn(gw)
+    chat("How do I tie a tie?")
+    _, h = chat("  How do I   tie a tie?\n")
+    assert (h["x-semcache"], h["x-semcache-similarity"]) == ("hit", "1.0000")
+    assert chat("How do I tie a tie?", model="fake-large")[1]["x-semcache"] == "miss"
+    assert chat("How do I tie a tie?", headers={"cache-control": "no-cache"})[1][
+        "x-semcache"] == "miss"
 
 
 def test_streamed_hit_replays_same_content(gw: ServerThread) -> None:

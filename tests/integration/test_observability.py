@@ -73,8 +73,12 @@ def test_metrics_move_for_hit_miss_and_error(gw: ServerThread) -> None:
     assert value(gw.url, "semcache_requests_total", category=cat, outcome="hit") == 1
     assert value(gw.url, "semcache_tokens_saved_total", category=cat) > 0
     assert value(gw.url, "semcache_upstream_calls_avoided_total", category=cat) == 1
-    assert value(gw.url, "semcache_hit_similarity_count", category=cat) == 1
+    assert value(gw.url, "semcache_hit_similarity_sum", category=cat) == 1.0
     assert value(gw.url, "semcache_index_entries", category=cat) == 1
+    # the repeat was exact: served by the fast path without embedding or search
+    assert value(gw.url, "semcache_stage_duration_seconds_count", stage="embed") == 1
+    assert value(gw.url, "semcache_stage_duration_seconds_count", stage="search") == 1
+    chat(gw.url, "At sea level, what is the boiling point of water?")  # a paraphrase
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="embed") == 2
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="store_write") == 1
 
