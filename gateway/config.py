@@ -62,6 +62,12 @@ class Settings(BaseSettings):
         None, description="sentence-transformers model path (default: packaged all-MiniLM-L6-v2)."
     )
     embedding_device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    embedding_backend: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto: ONNX Runtime on CPU (checked against torch), torch on GPU."
+    )
+    embedding_cache_dir: Path = Field(
+        Path.home() / ".cache" / "semcache", description="Where the ONNX export is kept."
+    )
     embedding_batch_wait_ms: float = Field(
         2.0, ge=0, le=50, description="Longest wait to gather concurrent queries into one batch."
     )

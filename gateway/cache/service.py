@@ -28,7 +28,7 @@ from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_m
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
-from gateway.embedding import Embedder, MicroBatcher, SentenceTransformerEmbedder, Vectors
+from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import forward_completion
 from gateway.metrics import Metrics
@@ -93,7 +93,8 @@ class CacheService:
         )
         if embedder is None:
             embedder = await asyncio.to_thread(
-                SentenceTransformerEmbedder, settings.embedding_model, settings.embedding_device
+                load_embedder, settings.embedding_model, settings.embedding_device,
+                settings.embedding_backend, settings.embedding_cache_dir,
             )
         batcher = MicroBatcher(
             embedder, wait_s=settings.embedding_batch_wait_ms / 1000,

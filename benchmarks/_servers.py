@@ -1,0 +1,58 @@
+"""Start the fake upstream and a gateway as separate processes for benchmarks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from gateway.serverthread import free_port
+
+BIN = Path(sys.executable).parent / "semcache"
+
+
+def _wait(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+@contextmanager
+def fake_upstream() -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([str(BIN), "fake-upstream", "--port", str(port), "--chunk-delay-ms", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{port}/v1/models")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextmanager
+def gateway(upstream: str, database_url: str, **env: str) -> Iterator[str]:
+    port = free_port()
+    environ = {**os.environ, "HF_HUB_OFFLINE": "1", "SEMCACHE_LOG_LEVEL": "warning",
+               "SEMCACHE_DATABASE_URL": database_url, **env}
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--upstream", f"{upstream}/v1", "--port", str(port)],
+        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{port}/readyz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -1,0 +1,159 @@
+"""Latency the gateway adds, and hit throughput, measured in one run against the same fake
+upstream (separate processes, loopback). Writes the `gateway_latency` section of
+docs/BENCHMARKS.md.
+
+    python benchmarks/gateway_latency.py [--n 300] [--concurrency 16]
+
+Compared in the same run: a bare HTTP round trip to the gateway (GET /healthz), a direct call to
+the upstream, and through the gateway a miss, an exact-repeat hit and a semantic (paraphrase)
+hit. "Added" for a miss is gateway miss − direct call; for a hit it is hit − bare round trip
+(the hit makes no upstream call; what it adds is the gateway's own work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import httpx
+from _report import stamp, write_section
+from _servers import fake_upstream, gateway
+
+COUNTRIES = ("France Spain Italy Germany Portugal Austria Poland Norway Sweden Finland Denmark "
+             "Ireland Greece Turkey Egypt Kenya Nigeria Brazil Chile Peru Argentina Mexico Canada "
+             "Japan China India Thailand Vietnam Australia Iceland").split()
+
+
+def body(q: str) -> dict[str, object]:
+    return {"model": "fake-small", "messages": [{"role": "user", "content": q}]}
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
+
+
+async def timed(client: httpx.AsyncClient, method: str, url: str, **kw: object) -> tuple[float, str]:
+    start = time.perf_counter()
+    r = await client.request(method, url, **kw)  # type: ignore[arg-type]
+    elapsed = time.perf_counter() - start
+    assert r.status_code == 200, r.text
+    return elapsed, r.headers.get("x-semcache", "")
+
+
+async def sequential(client: httpx.AsyncClient, calls: list[tuple[str, str, dict]]) -> tuple[list[float], list[str]]:
+    times, outcomes = [], []
+    for method, url, kw in calls:
+        t, o = await timed(client, method, url, **kw)
+        times.append(t)
+        outcomes.append(o)
+    return times, outcomes
+
+
+async def concurrent(client: httpx.AsyncClient, calls: list[tuple[str, str, dict]], conc: int) -> tuple[list[float], float]:
+    queue = list(calls)
+    times: list[float] = []
+
+    async def worker() -> None:
+        while queue:
+            method, url, kw = queue.pop()
+            times.append((await timed(client, method, url, **kw))[0])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return times, len(calls) / (time.perf_counter() - start)
+
+
+async def run(n: int, conc: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp, fake_upstream() as up, \
+            gateway(up, f"sqlite:///{tmp}/bench.db") as gw:
+        limits = httpx.Limits(max_connections=conc * 2, max_keepalive_connections=conc * 2)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+            chat_gw, chat_up = f"{gw}/v1/chat/completions", f"{up}/v1/chat/completions"
+            # seed: one stored answer per country
+            for x in COUNTRIES:
+                await c.post(chat_gw, json=body(f"What is the capital of {x}?"))
+            warm = [("GET", f"{gw}/healthz", {})] * 50
+            await sequential(c, warm)
+            rtt, _ = await sequential(c, [("GET", f"{gw}/healthz", {})] * n)
+            direct, _ = await sequential(c, [("POST", chat_up, {"json": body(f"direct {i}")})
+                                            for i in range(n)])
+            miss, mo = await sequential(c, [
+                ("POST", chat_gw, {"json": body(f"Tell me about the history of item number {i} in the museum")})
+                for i in range(n)])
+            exact, eo = await sequential(c, [
+                ("POST", chat_gw, {"json": body(f"What is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
+                for i in range(n)])
+            semantic, so = await sequential(c, [
+                ("POST", chat_gw, {"json": body(f"Which city is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
+                for i in range(n)])
+            assert set(mo) == {"miss"}, set(mo)
+            assert set(eo) == {"hit"}, set(eo)
+            hit_share = so.count("hit") / len(so)
+            sem_load, sem_rps = await concurrent(c, [
+                ("POST", chat_gw, {"json": body(f"Which city is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
+                for i in range(n * 3)], conc)
+            ex_load, ex_rps = await concurrent(c, [
+                ("POST", chat_gw, {"json": body(f"What is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
+                for i in range(n * 3)], conc)
+            miss_load, miss_rps = await concurrent(c, [
+                ("POST", chat_gw, {"json": body(f"Explain load test question {i} in detail")})
+                for i in range(n * 2)], conc)
+            direct_load, direct_rps = await concurrent(c, [
+                ("POST", chat_up, {"json": body(f"direct load {i}")}) for i in range(n * 2)], conc)
+
+    def row(name: str, xs: list[float], base: list[float] | None) -> str:
+        added = (f"{pct(xs, .5) - pct(base, .5):.2f} | {pct(xs, .99) - pct(base, .99):.2f}"
+                 if base else "- | -")
+        return (f"| {name} | {pct(xs, .5):.2f} | {pct(xs, .99):.2f} | {added} | "
+                f"{statistics.mean(xs) * 1000:.2f} |")
+
+    lines = [
+        "## Gateway latency and hit throughput",
+        "",
+        stamp(),
+        "",
+        f"Gateway and fake upstream in separate processes on loopback, SQLite store, CPU "
+        f"embedding (all-MiniLM-L6-v2), {n} sequential requests per row; the load rows use "
+        f"{conc} concurrent clients. Times in ms. Semantic hits are paraphrases of stored "
+        f"questions ({hit_share:.0%} of them hit).",
+        "",
+        "| concurrency 1 | p50 | p99 | added p50 | added p99 | mean |",
+        "|---|---|---|---|---|---|",
+        row("bare round trip (GET /healthz)", rtt, None),
+        row("direct upstream call", direct, None),
+        row("gateway miss (vs direct)", miss, direct),
+        row("gateway exact-repeat hit (vs round trip)", exact, rtt),
+        row("gateway semantic hit (vs round trip)", semantic, rtt),
+        "",
+        f"| concurrency {conc} | p50 | p99 | requests/s |",
+        "|---|---|---|---|",
+        f"| direct upstream call | {pct(direct_load, .5):.2f} | {pct(direct_load, .99):.2f} | {direct_rps:.0f} |",
+        f"| gateway miss | {pct(miss_load, .5):.2f} | {pct(miss_load, .99):.2f} | {miss_rps:.0f} |",
+        f"| gateway exact-repeat hit | {pct(ex_load, .5):.2f} | {pct(ex_load, .99):.2f} | {ex_rps:.0f} |",
+        f"| gateway semantic hit | {pct(sem_load, .5):.2f} | {pct(sem_load, .99):.2f} | {sem_rps:.0f} |",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    text = asyncio.run(run(args.n, args.concurrency))
+    print(text)
+    write_section("gateway_latency", text)
+
+
+if __name__ == "__main__":
+    main()
