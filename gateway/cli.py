@@ -61,15 +61,11 @@ def demo(
     run(database_url, echo=typer.echo)
 
 
-@app.command("eval")
-def eval_(
-    pairs: Annotated[str, typer.Argument(help="JSONL of {a, b, same, category?}")],
-    out: Annotated[str, typer.Option(help="Where the JSON report goes")] = "eval-report.json",
-    overlay: Annotated[str | None, typer.Option(help="Category overlay to evaluate")] = None,
-) -> None:
-    """Precision / recall per category, with and without the verifier, across thresholds."""
-    import json
+def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]
+    """Load pairs, categories and the model; evaluate with a progress bar."""
     from pathlib import Path
+
+    from rich.progress import Progress
 
     from gateway.categories import Classifier, load_categories
     from gateway.embedding import SentenceTransformerEmbedder
@@ -87,8 +83,13 @@ def eval_(
     embedder = SentenceTransformerEmbedder(settings.embedding_model, settings.embedding_device)
     exemplars = {n: embedder.encode(c.exemplars) for n, c in cats.items()}
     classifier = Classifier(cats, exemplars, settings.classify_min_similarity)
-    report = evaluate(data, embedder, cats, classifier)
-    Path(out).write_text(json.dumps(report.to_json(), indent=2, default=float))
+    with Progress(transient=True) as bar:
+        task = bar.add_task("embedding", total=None)
+        return evaluate(data, embedder, cats, classifier,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _print_report(report) -> None:  # type: ignore[no-untyped-def]
     typer.echo(f"{'category':14}{'pairs':>6}{'thr':>6}{'P sim':>8}{'R sim':>8}{'P ver':>8}{'R ver':>8}")
     for c in report.categories:
         s, v = c.similarity_only, c.verified
@@ -97,7 +98,96 @@ def eval_(
     s, v = report.overall_similarity_only, report.overall_verified
     typer.echo(f"{'all':14}{report.pairs:>6}{'':>6}{s.precision:>8.3f}{s.recall:>8.3f}"
                f"{v.precision:>8.3f}{v.recall:>8.3f}")
+    g = report.best_global_threshold
+    typer.echo(f"one global threshold, no verifier: best F1 at {g['threshold_best_f1']:.2f} "
+               f"(P {g['precision']:.3f}, R {g['recall']:.3f})")
+
+
+@app.command("eval")
+def eval_(
+    pairs: Annotated[str, typer.Argument(help="JSONL of {a, b, same, category?}")],
+    out: Annotated[str, typer.Option(help="Where the JSON report goes")] = "eval-report.json",
+    plots: Annotated[str | None, typer.Option(help="Directory for PNG plots")] = "eval-plots",
+    overlay: Annotated[str | None, typer.Option(help="Category overlay to evaluate")] = None,
+) -> None:
+    """Precision / recall per category, with and without the verifier, across thresholds."""
+    import json
+    from pathlib import Path
+
+    report = _evaluate(pairs, overlay)
+    Path(out).write_text(json.dumps(report.to_json(), indent=2, default=float))
+    _print_report(report)
     typer.echo(f"report: {out}")
+    if plots:
+        try:
+            from gateway.tuning import plot
+
+            for path in plot(report, Path(plots)):
+                typer.echo(f"plot: {path}")
+        except ImportError:
+            typer.echo("plots skipped: install matplotlib (pip install 'semcache[eval]')")
+
+
+@app.command()
+def tune(
+    pairs: Annotated[str, typer.Argument(help="JSONL of {a, b, same, category?}")],
+    target_precision: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.95,
+    out: Annotated[str, typer.Option(help="Overlay file to write")] = "categories-overlay.yaml",
+    overlay: Annotated[str | None, typer.Option(help="Overlay to start from")] = None,
+) -> None:
+    """Per-category thresholds reaching the target precision with the most recall -> overlay."""
+    from pathlib import Path
+
+    from gateway.tuning import choose_thresholds, write_overlay
+
+    report = _evaluate(pairs, overlay)
+    choices = choose_thresholds(report, target_precision)
+    typer.echo(f"{'category':14}{'before':>8}{'after':>8}{'P':>8}{'R':>8}")
+    for c in choices:
+        flag = "" if c.reached else f"  (target {target_precision} not reached: strictest kept)"
+        typer.echo(f"{c.category:14}{c.before:>8.2f}{c.after:>8.2f}{c.precision:>8.3f}"
+                   f"{c.recall:>8.3f}{flag}")
+    write_overlay(choices, Path(out), Path(overlay) if overlay else None)
+    typer.echo(f"overlay: {out}  (use with SEMCACHE_CATEGORIES_OVERLAY={out})")
+
+
+@app.command()
+def replay(
+    trace: Annotated[str, typer.Argument(help="JSONL trace: {query|messages, t?, label?, ...}")],
+    url: Annotated[str | None, typer.Option(help="A running gateway; default: in process")] = None,
+    speed: Annotated[float, typer.Option(help="Time scale for traces with t (2 = twice as fast)")] = 1.0,
+    concurrency: Annotated[int, typer.Option(min=1)] = 8,
+) -> None:
+    """Replay a request trace; hit rate per category, latency percentiles, precision."""
+    import asyncio
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from gateway.demo import local_stack
+    from gateway.replay import TraceError, load_trace
+    from gateway.replay import replay as run_replay
+
+    try:
+        items = load_trace(Path(trace))
+    except (OSError, TraceError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    with (nullcontext(url) if url else local_stack()) as base, Progress(transient=True) as bar:
+        task = bar.add_task("replaying", total=len(items))
+        report = asyncio.run(run_replay(
+            items, base, speed=speed, concurrency=concurrency,
+            progress=lambda n: bar.update(task, completed=n)))
+    typer.echo(f"{'category':14}{'requests':>9}{'hits':>6}{'hit rate':>10}{'precision':>10}")
+    for name, c in sorted(report.categories.items()):
+        prec = f"{c.right_hits / c.labeled_hits:.3f}" if c.labeled_hits else "-"
+        typer.echo(f"{name:14}{c.requests:>9}{c.hits:>6}{c.hits / max(1, c.requests):>10.1%}{prec:>10}")
+    overall = f"{report.precision:.3f}" if report.precision is not None else "-"
+    typer.echo(f"{'all':14}{report.requests:>9}{'':>6}{report.hit_rate:>10.1%}{overall:>10}")
+    for outcome, p in sorted(report.latency_ms.items()):
+        typer.echo(f"latency {outcome:6} n={int(p['n']):5}  p50 {p['p50']:.1f} ms  "
+                   f"p95 {p['p95']:.1f} ms  p99 {p['p99']:.1f} ms")
+    typer.echo(f"errors: {report.errors}   wall time: {report.seconds:.1f} s")
 
 
 @app.command()

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # Each group: questions meant to get the same answer (the first is asked first).
@@ -51,9 +53,12 @@ class Row:
     sims: list[float] | None = None
 
 
-def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[str, Row]:
+@contextmanager
+def local_stack(database_url: str | None = None) -> Iterator[str]:
+    """The built-in fake LLM and a gateway in front of it (threads, loopback); the gateway's
+    URL. Without ``database_url`` the store is a temporary SQLite file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import openai
+    import httpx
 
     from gateway.app import create_app
     from gateway.config import Settings
@@ -65,40 +70,48 @@ def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[s
         with ServerThread(create_fake_app()) as upstream:
             settings = Settings(upstream_url=f"{upstream.url}/v1", database_url=url)
             with ServerThread(create_app(settings)) as gateway:
-                import httpx
-
+                deadline = time.monotonic() + 120
                 while httpx.get(f"{gateway.url}/readyz").status_code != 200:
-                    pass
-                client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="demo")
-                rows: dict[str, Row] = defaultdict(Row)
-                wrong = 0
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the gateway did not become ready")
+                    time.sleep(0.05)
+                yield gateway.url
 
-                def ask(q: str) -> tuple[str, str, float | None]:
-                    raw = client.chat.completions.with_raw_response.create(
-                        model="fake-small", messages=[{"role": "user", "content": q}]
-                    )
-                    h = raw.headers
-                    sim = h.get("x-semcache-similarity")
-                    return h["x-semcache"], h.get("x-semcache-category", "-"), (
-                        float(sim) if sim else None)
 
-                for group in PARAPHRASES:
-                    for q in group:
-                        outcome, cat, sim = ask(q)
-                        row = rows[cat]
-                        row.requests += 1
-                        row.hits += outcome == "hit"
-                        row.bypass += outcome == "bypass"
-                        if sim is not None:
-                            row.sims = [*(row.sims or []), sim]
-                        echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
-                echo("near misses (a hit would be a wrong answer):")
-                for q in NEAR_MISSES:
-                    outcome, cat, sim = ask(q)
-                    rows[cat].requests += 1
-                    wrong += outcome == "hit"
-                    echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
-                client.close()
+def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[str, Row]:
+    import openai
+
+    with local_stack(database_url) as gateway_url:
+        client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="demo")
+        rows: dict[str, Row] = defaultdict(Row)
+        wrong = 0
+
+        def ask(q: str) -> tuple[str, str, float | None]:
+            raw = client.chat.completions.with_raw_response.create(
+                model="fake-small", messages=[{"role": "user", "content": q}]
+            )
+            h = raw.headers
+            sim = h.get("x-semcache-similarity")
+            return h["x-semcache"], h.get("x-semcache-category", "-"), (
+                float(sim) if sim else None)
+
+        for group in PARAPHRASES:
+            for q in group:
+                outcome, cat, sim = ask(q)
+                row = rows[cat]
+                row.requests += 1
+                row.hits += outcome == "hit"
+                row.bypass += outcome == "bypass"
+                if sim is not None:
+                    row.sims = [*(row.sims or []), sim]
+                echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
+        echo("near misses (a hit would be a wrong answer):")
+        for q in NEAR_MISSES:
+            outcome, cat, sim = ask(q)
+            rows[cat].requests += 1
+            wrong += outcome == "hit"
+            echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
+        client.close()
     echo("")
     echo(f"{'category':14}{'requests':>9}{'hits':>6}{'hit rate':>10}{'mean sim':>10}{'bypass':>8}")
     for cat in sorted(rows):

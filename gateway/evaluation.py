@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,10 +100,15 @@ THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 1.0, 0.01)]
 
 def evaluate(
     pairs: list[Pair], embedder: Embedder, categories: dict[str, Category],
-    classifier: Classifier,
+    classifier: Classifier, progress: Callable[[int, int], None] | None = None,
 ) -> Report:
     texts = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    vecs = embedder.encode(texts)
+    chunks = []
+    for start in range(0, len(texts), 256):
+        chunks.append(embedder.encode(texts[start : start + 256]))
+        if progress is not None:
+            progress(min(start + 256, len(texts)), len(texts))
+    vecs = np.concatenate(chunks)
     row = {t: i for i, t in enumerate(texts)}
     sims = np.array([float(vecs[row[p.a]] @ vecs[row[p.b]]) for p in pairs])
     labels = np.array([p.same for p in pairs])

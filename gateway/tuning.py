@@ -1,0 +1,96 @@
+"""Threshold tuning and plots from an evaluation report (``semcache tune`` / ``semcache eval``).
+
+For each category, ``choose_thresholds`` picks from the report's sweep the threshold whose
+*verified* precision reaches the target with the highest recall (ties: the stricter threshold).
+A category that reaches the target nowhere is given the strictest threshold of the sweep and
+flagged, never a looser one. The result is an overlay file; the shipped category files stay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from gateway.evaluation import Report
+
+
+@dataclass(frozen=True)
+class Choice:
+    category: str
+    before: float
+    after: float
+    precision: float
+    recall: float
+    reached: bool
+
+
+def choose_thresholds(report: Report, target_precision: float) -> list[Choice]:
+    choices = []
+    for cat in report.categories:
+        ok = [s for s in cat.sweep if s["verified_precision"] >= target_precision
+              and s["verified_recall"] > 0]
+        if ok:
+            best = max(ok, key=lambda s: (s["verified_recall"], s["threshold"]))
+            reached = True
+        else:
+            best = cat.sweep[-1]
+            reached = False
+        choices.append(Choice(cat.name, cat.threshold, float(best["threshold"]),
+                              float(best["verified_precision"]), float(best["verified_recall"]),
+                              reached))
+    return choices
+
+
+def write_overlay(choices: list[Choice], path: Path, existing: Path | None = None) -> None:
+    """Merge thresholds into an overlay (keeping other overrides already in ``existing``)."""
+    data: dict[str, dict[str, object]] = {}
+    if existing is not None and existing.exists():
+        data = yaml.safe_load(existing.read_text()) or {}
+    for c in choices:
+        data.setdefault(c.category, {})["threshold"] = round(c.after, 2)
+    header = "# Written by `semcache tune`; load with SEMCACHE_CATEGORIES_OVERLAY.\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=True))
+
+
+def plot(report: Report, out_dir: Path) -> list[Path]:
+    """Precision-recall per category, and hit rate (recall) vs threshold; PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for cat in report.categories:
+        ax.plot([s["recall"] for s in cat.sweep], [s["precision"] for s in cat.sweep],
+                linestyle=":", alpha=0.6)
+        ax.plot([s["verified_recall"] for s in cat.sweep],
+                [s["verified_precision"] for s in cat.sweep], label=cat.name,
+                color=ax.lines[-1].get_color())
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title("Precision-recall by category (solid: verified, dotted: similarity only)")
+    ax.axhline(0.95, color="grey", linewidth=0.5)
+    ax.legend(fontsize=8)
+    path = out_dir / "precision_recall.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for cat in report.categories:
+        ax.plot([s["threshold"] for s in cat.sweep], [s["verified_recall"] for s in cat.sweep],
+                label=cat.name)
+        ax.axvline(cat.threshold, color=ax.lines[-1].get_color(), linewidth=0.6, linestyle="--")
+    ax.set_xlabel("similarity threshold")
+    ax.set_ylabel("hit rate on pairs labeled same (verified)")
+    ax.set_title("Hit rate vs threshold (dashed: threshold in use)")
+    ax.legend(fontsize=8)
+    path = out_dir / "hit_rate_vs_threshold.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    written.append(path)
+    return written
