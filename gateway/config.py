@@ -84,7 +84,17 @@ class Settings(BaseSettings):
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")
-    default_namespace: str = "default"
+    default_namespace: str = Field(
+        "default", description="Namespace of requests that carry no API key."
+    )
+    api_key_namespaces: dict[str, str] = Field(
+        default_factory=dict,
+        description="SHA-256 hex of an API key -> namespace (keys that should share entries).",
+    )
+    trust_namespace_header: bool = Field(
+        False, description="X-Semcache-Namespace names the namespace itself (only behind a "
+        "trusted proxy); otherwise it is a sub-namespace of the API key's tenant.",
+    )
 
     @field_validator("upstream_url")
     @classmethod

@@ -63,14 +63,33 @@ def content_text(content: str | list[dict[str, Any]] | None) -> tuple[str, bool]
     return "\n".join(texts), other
 
 
-def namespace_of(headers: Mapping[str, str], default: str) -> str:
-    ns = headers.get("x-semcache-namespace", default)
-    if not _NAMESPACE.match(ns):
+def tenant_of(authorization: str | None, key_namespaces: Mapping[str, str], anonymous: str) -> str:
+    """The tenant a request belongs to, from its API key: a configured name (keys are given
+    as SHA-256 hex digests, never in clear) or ``key-`` + a digest prefix, so different keys
+    never share entries unless configured to. No key: the ``anonymous`` namespace."""
+    if not authorization:
+        return anonymous
+    token = authorization.split(" ", 1)[1] if " " in authorization else authorization
+    digest = hashlib.sha256(token.strip().encode()).hexdigest()
+    return key_namespaces.get(digest) or f"key-{digest[:20]}"
+
+
+def namespace_of(
+    headers: Mapping[str, str], *, key_namespaces: Mapping[str, str], anonymous: str,
+    trust_header: bool,
+) -> str:
+    """Tenant from the API key; ``X-Semcache-Namespace`` narrows it to a sub-namespace of that
+    tenant, or (``trust_header``, behind a proxy that sets it) names the namespace itself."""
+    header = headers.get("x-semcache-namespace")
+    if header is not None and not _NAMESPACE.match(header):
         raise InvalidRequest(
             "X-Semcache-Namespace must be 1-128 characters of letters, digits and ._:@-",
             param="X-Semcache-Namespace",
         )
-    return ns
+    if header is not None and trust_header:
+        return header
+    tenant = tenant_of(headers.get("authorization"), key_namespaces, anonymous)
+    return f"{tenant}/{header}" if header is not None else tenant
 
 
 def chat_key(

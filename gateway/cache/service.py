@@ -211,7 +211,11 @@ class CacheService:
         self, headers: Mapping[str, str], raw: bytes,
         parsed: ChatCompletionRequest | CompletionRequest,
     ) -> Response:
-        namespace = namespace_of(headers, self.settings.default_namespace)
+        namespace = namespace_of(
+            headers, key_namespaces=self.settings.api_key_namespaces,
+            anonymous=self.settings.default_namespace,
+            trust_header=self.settings.trust_namespace_header,
+        )
         max_chars = self.settings.max_query_chars
         key = (
             chat_key(parsed, namespace, max_chars) if isinstance(parsed, ChatCompletionRequest)

@@ -280,3 +280,17 @@ def test_legacy_completions_are_cached(gw: ServerThread) -> None:
     streamed = "".join(c.choices[0].text for c in client.completions.create(
         model="fake-small", prompt="Why is the sky blue?", stream=True))
     assert streamed == first.parse().choices[0].text
+
+
+def test_two_tenants_never_share_entries(gw: ServerThread) -> None:
+    def ask(key: str) -> tuple[str, dict[str, str]]:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+        _clients.append(client)
+        raw = client.chat.completions.with_raw_response.create(
+            model="fake-small", messages=[{"role": "user", "content": "Who wrote Hamlet?"}])
+        return raw.parse().choices[0].message.content or "", dict(raw.headers)
+
+    assert ask("sk-tenant-a")[1]["x-semcache"] == "miss"
+    assert ask("sk-tenant-a")[1]["x-semcache"] == "hit"
+    assert ask("sk-tenant-b")[1]["x-semcache"] == "miss"
+    assert ask("sk-tenant-b")[1]["x-semcache"] == "hit"

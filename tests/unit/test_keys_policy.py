@@ -95,3 +95,27 @@ def test_yaml_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SEMCACHE_SEARCH_TOP_K", "7")
     s = Settings()
     assert s.port == 9999 and s.search_top_k == 7  # env beats file
+
+
+def test_tenants_come_from_api_keys() -> None:
+    import hashlib
+
+    from gateway.cache.keys import namespace_of
+    from gateway.errors import InvalidRequest
+
+    def ns(headers: dict[str, str], **kw: object) -> str:
+        opts: dict = {"key_namespaces": {}, "anonymous": "default", "trust_header": False, **kw}
+        return namespace_of(headers, **opts)
+
+    a, b = ns({"authorization": "Bearer sk-a"}), ns({"authorization": "Bearer sk-b"})
+    assert a != b and a.startswith("key-") and "sk-a" not in a
+    assert ns({}) == "default"
+    # the header narrows within the tenant; it cannot reach another tenant
+    assert ns({"authorization": "Bearer sk-a", "x-semcache-namespace": "t"}) == f"{a}/t"
+    assert ns({"authorization": "Bearer sk-b", "x-semcache-namespace": a}) != a
+    shared = {hashlib.sha256(k.encode()).hexdigest(): "team" for k in ("sk-a", "sk-b")}
+    assert ns({"authorization": "Bearer sk-a"}, key_namespaces=shared) == "team"
+    assert ns({"authorization": "Bearer sk-b"}, key_namespaces=shared) == "team"
+    assert ns({"x-semcache-namespace": "edge"}, trust_header=True) == "edge"
+    with pytest.raises(InvalidRequest):
+        ns({"x-semcache-namespace": "bad space"})
