@@ -8,8 +8,10 @@ Deleted labels are marked and their slots reused; the capacity doubles when full
 
 from __future__ import annotations
 
+import pickle
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import hnswlib
 import numpy as np
@@ -25,11 +27,13 @@ class Meta:
 
 
 class CategoryIndex:
+    # ef_construction 100: half the build time of 200 (a restart without snapshot rebuilds
+    # the graph) for no measurable loss at search ef 64 (docs/BENCHMARKS.md, scale section).
     def __init__(self, dim: int, *, capacity: int = 1024, ef: int = 64, m: int = 16):
         self.dim = dim
         self._index = hnswlib.Index(space="ip", dim=dim)
         self._index.init_index(
-            max_elements=capacity, ef_construction=200, M=m, allow_replace_deleted=True
+            max_elements=capacity, ef_construction=100, M=m, allow_replace_deleted=True
         )
         self._index.set_ef(ef)
         self._meta: dict[int, Meta] = {}
@@ -65,6 +69,28 @@ class CategoryIndex:
                     self._index.mark_deleted(i)
                     removed += 1
         return removed
+
+    def save(self, path: Path) -> None:
+        """Graph and metadata to ``path``.graph / ``path``.meta (the caller renames atomically)."""
+        with self._lock:
+            self._index.save_index(str(path.with_suffix(".graph")))
+            path.with_suffix(".meta").write_bytes(pickle.dumps(self._meta, protocol=5))
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> CategoryIndex:
+        self = cls(dim, capacity=1)
+        meta: dict[int, Meta] = pickle.loads(path.with_suffix(".meta").read_bytes())
+        self._index.load_index(
+            str(path.with_suffix(".graph")), max_elements=max(1024, len(meta)),
+            allow_replace_deleted=True,
+        )
+        self._index.set_ef(64)
+        self._meta = meta
+        return self
+
+    def expires(self) -> dict[int, float]:
+        with self._lock:
+            return {i: m.expires_at for i, m in self._meta.items()}
 
     def expired(self, now: float) -> list[int]:
         with self._lock:
@@ -118,6 +144,17 @@ class ExactIndex:
 
     def get(self, key: str) -> tuple[str, int] | None:
         return self._by_key.get(key)
+
+    def state(self) -> dict[str, tuple[str, int]]:
+        with self._lock:
+            return dict(self._by_key)
+
+    @classmethod
+    def from_state(cls, state: dict[str, tuple[str, int]]) -> ExactIndex:
+        self = cls()
+        self._by_key = dict(state)
+        self._by_id = {entry_id: key for key, (_, entry_id) in state.items()}
+        return self
 
     def remove(self, ids: list[int]) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response, StreamingResponse
 
-from gateway.cache import policy
+from gateway.cache import policy, snapshot
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
@@ -69,7 +69,7 @@ class CacheService:
         self.indexes = {name: CategoryIndex(dim) for name in categories}
         self.exact = ExactIndex()
         for name, cat in categories.items():
-            metrics.track_index(name, self.indexes[name].__len__, cat.quota)
+            metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
             metrics.effective_threshold.labels(name).set(cat.threshold)
             metrics.effective_ttl.labels(name).set(cat.ttl_seconds)
             # series exist from the start (at zero), so rates and dashboards have a baseline
@@ -117,6 +117,10 @@ class CacheService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        try:
+            await self.save_snapshot()
+        except Exception:
+            log.exception("index snapshot not written; the next start rebuilds from the store")
         await self.batcher.aclose()
         await asyncio.to_thread(self.store.dispose)
 
@@ -125,29 +129,72 @@ class CacheService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def fingerprint(self) -> str:
+        """What an index snapshot must have been made with to be usable."""
+        return f"{self.batcher.embedder.name}:{self.batcher.embedder.dim}"
+
     async def _rebuild(self) -> None:
-        """Warm restart: every live row back into its category's index; then ready."""
+        """Warm restart: the indexes from a snapshot reconciled with the store, or rebuilt from
+        every live row; then ready."""
         started, count = time.monotonic(), 0
-        rows_iter = self.store.iter_live(time.time())
-        while True:
-            batch = await asyncio.to_thread(next, rows_iter, None)
-            if batch is None:
-                break
-            by_cat: dict[str, list[Any]] = {}
-            for row in batch:
-                if row.category in self.indexes:
-                    by_cat.setdefault(row.category, []).append(row)
-            for name, rows in by_cat.items():
-                vecs = [r.embedding for r in rows]
-                metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in rows]
-                await asyncio.to_thread(self.indexes[name].add, [r.id for r in rows], vecs, metas)
-                for r in rows:
-                    if r.exact_hash:
-                        self.exact.add(r.exact_hash, name, r.id)
-            count += len(batch)
-            log.info("index rebuild: %d entries loaded", count)
-        log.info("index rebuild done: %d entries in %.2fs", count, time.monotonic() - started)
+        snap_dir = self.settings.index_snapshot_dir
+        snap = None
+        if snap_dir is not None:
+            snap = await asyncio.to_thread(
+                snapshot.load, snap_dir, self.batcher.embedder.dim, self.fingerprint,
+                list(self.categories),
+            )
+        if snap is not None:
+            self.indexes, self.exact = snap.indexes, snap.exact
+            live = await asyncio.to_thread(self.store.live_expiries, time.time())
+            present: set[int] = set()
+            for name, index in self.indexes.items():
+                held = index.expires()
+                stale = [i for i, exp in held.items() if live.get(i) != exp]
+                self._drop(name, stale)
+                present.update(i for i in held if live.get(i) == held[i])
+            missing = sorted(set(live) - present)
+            rows = await asyncio.to_thread(self.store.index_rows, missing)
+            await self._add_rows(rows)
+            log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
+                     "store", snap.watermark, len(present), len(rows))
+            count = len(present) + len(rows)
+        else:
+            rows_iter = self.store.iter_live(time.time())
+            while True:
+                batch = await asyncio.to_thread(next, rows_iter, None)
+                if batch is None:
+                    break
+                await self._add_rows(batch)
+                count += len(batch)
+                log.info("index rebuild: %d entries loaded", count)
+        log.info("index ready: %d entries in %.2fs", count, time.monotonic() - started)
         self.warm.set()
+
+    async def _add_rows(self, rows: list[Any]) -> None:
+        by_cat: dict[str, list[Any]] = {}
+        for row in rows:
+            if row.category in self.indexes:
+                by_cat.setdefault(row.category, []).append(row)
+        for name, group in by_cat.items():
+            vecs = [r.embedding for r in group]
+            metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in group]
+            await asyncio.to_thread(self.indexes[name].add, [r.id for r in group], vecs, metas)
+            for r in group:
+                if r.exact_hash:
+                    self.exact.add(r.exact_hash, name, r.id)
+
+    async def save_snapshot(self) -> bool:
+        """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
+        if self.settings.index_snapshot_dir is None or not self.warm.is_set():
+            return False
+        watermark = await asyncio.to_thread(self.store.max_id)
+        await asyncio.to_thread(
+            snapshot.save, self.settings.index_snapshot_dir, self.indexes, self.exact,
+            watermark, self.fingerprint,
+        )
+        return True
 
     async def _sweep_forever(self) -> None:
         while True:

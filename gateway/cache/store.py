@@ -225,22 +225,48 @@ class Store:
             conn.execute(entries.delete().where(entries.c.id.in_(victims)))
         return victims
 
+    def live_expiries(self, now: float) -> dict[int, float]:
+        """id -> expires_at of every live row (reconciling an index snapshot with the store)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(entries.c.id, entries.c.expires_at).where(entries.c.expires_at > now)
+            )
+            return {r.id: r.expires_at for r in rows}
+
+    def max_id(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(entries.c.id))).scalar() or 0)
+
+    def index_rows(self, ids: list[int]) -> list[IndexRow]:
+        out: list[IndexRow] = []
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(*self._index_cols()).where(entries.c.id.in_(chunk)))
+                out += [self._index_row(r) for r in rows]
+        return out
+
+    @staticmethod
+    def _index_cols() -> tuple[Any, ...]:
+        return (entries.c.id, entries.c.category, entries.c.scope_hash, entries.c.context_hash,
+                entries.c.expires_at, entries.c.embedding, entries.c.exact_hash)
+
+    @staticmethod
+    def _index_row(r: Any) -> IndexRow:
+        return IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
+                        _vec(r.embedding), r.exact_hash)
+
     def iter_live(self, now: float, batch: int = 5000) -> Iterator[list[IndexRow]]:
         """Every live row, in id order and in batches, to rebuild the indexes on start-up."""
         last = -1
-        cols = (entries.c.id, entries.c.category, entries.c.scope_hash, entries.c.context_hash,
-                entries.c.expires_at, entries.c.embedding, entries.c.exact_hash)
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
-                    sa.select(*cols).where(entries.c.id > last, entries.c.expires_at > now)
+                    sa.select(*self._index_cols())
+                    .where(entries.c.id > last, entries.c.expires_at > now)
                     .order_by(entries.c.id).limit(batch)
                 ).all()
             if not rows:
                 return
             last = rows[-1].id
-            yield [
-                IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
-                         _vec(r.embedding), r.exact_hash)
-                for r in rows
-            ]
+            yield [self._index_row(r) for r in rows]

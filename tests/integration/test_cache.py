@@ -294,3 +294,38 @@ def test_two_tenants_never_share_entries(gw: ServerThread) -> None:
     assert ask("sk-tenant-a")[1]["x-semcache"] == "hit"
     assert ask("sk-tenant-b")[1]["x-semcache"] == "miss"
     assert ask("sk-tenant-b")[1]["x-semcache"] == "hit"
+
+
+def test_restart_from_index_snapshot_reconciles_with_store(
+    start: Callable[..., ServerThread], tmp_path: Path, database_url: str
+) -> None:
+    snap = tmp_path / "snap"
+    gw = start(index_snapshot_dir=snap)
+    chat = chat_fn(gw)
+    keep, gone = "What is the largest ocean on Earth?", "Who painted the Mona Lisa?"
+    original, _ = chat(keep)
+    chat(gone)
+    gw.stop()
+    assert (snap / "manifest.json").is_file()
+
+    engine = sa.create_engine(database_url)
+    with engine.begin() as conn:
+        # behind the snapshot's back: one row deleted, the kept row's stored vector zeroed
+        # (a rebuild from the store could then no longer find it by a paraphrase)
+        conn.execute(sa.text("DELETE FROM cache_entries WHERE query_text = :q"), {"q": gone})
+        blob = conn.execute(sa.text("SELECT embedding FROM cache_entries WHERE query_text = :q"),
+                            {"q": keep}).scalar_one()
+        conn.execute(sa.text("UPDATE cache_entries SET embedding = :e WHERE query_text = :q"),
+                     {"e": bytes(len(blob)), "q": keep})
+    engine.dispose()
+
+    again = start(index_snapshot_dir=snap)
+    chat = chat_fn(again)
+    text, h = chat("Which ocean is the largest on Earth?")
+    assert h["x-semcache"] == "hit", "the graph should come from the snapshot"
+    assert text == original
+    assert chat(gone)[1]["x-semcache"] == "miss", "a row deleted since must leave the index"
+    again.stop()
+
+    rebuilt = start()  # no snapshot: rebuilt from the (zeroed) store rows
+    assert chat_fn(rebuilt)("Which ocean is the largest on Earth?")[1]["x-semcache"] == "miss"
