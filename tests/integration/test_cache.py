@@ -206,7 +206,8 @@ def test_streamed_hit_is_valid_sse_with_usage(gw: ServerThread) -> None:
     chat = chat_fn(gw)
     q = "When was the printing press invented?"
     chat(q)
-    with httpx.stream("POST", f"{gw.url}/v1/chat/completions", json={
+    with httpx.stream("POST", f"{gw.url}/v1/chat/completions",
+                      headers={"authorization": "Bearer sk-test"}, json={
         "model": "fake-small", "messages": [{"role": "user", "content": q}], "stream": True,
         "stream_options": {"include_usage": True},
     }) as r:
@@ -232,7 +233,8 @@ def test_failed_or_partial_answers_are_not_stored(
 ) -> None:
     body = {"model": "fake-small", "stream": stream,
             "messages": [{"role": "user", "content": "Why is the sky blue?"}]}
-    r = httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=fault)
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json=body,
+                   headers={**fault, "authorization": "Bearer sk-test"})  # chat_fn's tenant
     assert r.headers.get("x-semcache") in ("miss", None) or r.status_code >= 400
     engine = sa.create_engine(database_url)
     with engine.connect() as conn:
