@@ -68,7 +68,7 @@ def rebuild(store: Store) -> tuple[dict[str, CategoryIndex], ExactIndex]:
         index.add([r.id for r in batch], np.stack([r.embedding for r in batch]),
                   [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in batch])
         for r in batch:
-            exact.add(r.exact_hash or "", "general", r.id)
+            exact.add(r.exact_hash or "", r.id)
     return {"general": index}, exact
 
 

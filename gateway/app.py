@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.api import health, metrics_route, openai, passthrough
+from gateway.api import admin, health, metrics_route, openai, passthrough
 from gateway.config import Settings
 from gateway.deps import Services
 from gateway.errors import install_handlers
@@ -54,6 +54,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
+    app.include_router(admin.router)
     app.include_router(openai.router)
     app.include_router(passthrough.router)
     return app

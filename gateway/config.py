@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     upstream_max_connections: int = Field(256, ge=1, description="Connection pool size.")
 
     # --- server ---------------------------------------------------------------------------
+    admin_key: SecretStr | None = Field(
+        None, description="Key for /admin (Authorization: Bearer or X-Semcache-Admin-Key); "
+        "unset: the admin API answers 401.",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_request_bytes: int = Field(

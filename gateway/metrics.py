@@ -71,6 +71,9 @@ class Metrics:
         self.upstream_calls_avoided = Counter(
             "semcache_upstream_calls_avoided_total", "Hits: upstream calls not made.",
             ["category"], registry=r)
+        self.feedback = Counter(
+            "semcache_feedback_total", "Hits reported wrong (the entry is deleted).",
+            ["category"], registry=r)
         self.effective_threshold = Gauge(
             "semcache_effective_threshold", "Similarity threshold in force.", ["category"],
             registry=r)

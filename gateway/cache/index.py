@@ -9,6 +9,7 @@ Deleted labels are marked and their slots reused; the capacity doubles when full
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 from gateway.embedding import Vectors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Meta:
     scope_hash: str
     context_hash: str
@@ -42,6 +43,9 @@ class CategoryIndex:
     def __len__(self) -> int:
         return len(self._meta)
 
+    def __contains__(self, label: int) -> bool:
+        return label in self._meta
+
     @property
     def capacity(self) -> int:
         return int(self._index.get_max_elements())
@@ -59,7 +63,9 @@ class CategoryIndex:
                 np.asarray(ids, dtype=np.int64), replace_deleted=True,
             )
             for i, meta in zip(ids, metas, strict=True):
-                self._meta[i] = meta
+                # a few scopes are shared by many entries: keep one copy of each hash
+                self._meta[i] = Meta(sys.intern(meta.scope_hash), sys.intern(meta.context_hash),
+                                     meta.expires_at)
 
     def remove(self, ids: list[int]) -> int:
         removed = 0
@@ -69,6 +75,24 @@ class CategoryIndex:
                     self._index.mark_deleted(i)
                     removed += 1
         return removed
+
+    def search_any(self, vector: Vectors, *, k: int, now: float) -> list[tuple[int, float]]:
+        """Nearest live labels in any scope (operator tools, not the request path)."""
+        with self._lock:
+            def live(label: int) -> bool:
+                m = self._meta.get(label)
+                return m is not None and m.expires_at > now
+
+            k = min(k, len(self._meta))
+            while k > 0:
+                try:
+                    labels, dists = self._index.knn_query(vector, k=k, filter=live)
+                    break
+                except RuntimeError:
+                    k //= 2
+            if k == 0:
+                return []
+        return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0], strict=True)]
 
     def save(self, path: Path) -> None:
         """Graph and metadata to ``path``.graph / ``path``.meta (the caller renames atomically)."""
@@ -124,41 +148,47 @@ class CategoryIndex:
 
 class ExactIndex:
     """Exact repeats (same scope, conversation and whitespace-normalised query) skip embedding
-    and search entirely: digest -> (category, row id)."""
+    and search entirely: digest -> row id. Keys are the first 16 bytes of the digest; a hit is
+    still checked against the stored query text, so a collision can never serve a wrong row."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, tuple[str, int]] = {}
-        self._by_id: dict[int, str] = {}
+        self._by_key: dict[bytes, int] = {}
+        self._by_id: dict[int, bytes] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(digest: str) -> bytes:
+        return bytes.fromhex(digest[:32])
 
     def __len__(self) -> int:
         return len(self._by_key)
 
-    def add(self, key: str, category: str, entry_id: int) -> None:
+    def add(self, digest: str, entry_id: int) -> None:
+        key = self._key(digest)
         with self._lock:
             old = self._by_key.get(key)
             if old is not None:
-                self._by_id.pop(old[1], None)
-            self._by_key[key] = (category, entry_id)
+                self._by_id.pop(old, None)
+            self._by_key[key] = entry_id
             self._by_id[entry_id] = key
 
-    def get(self, key: str) -> tuple[str, int] | None:
-        return self._by_key.get(key)
+    def get(self, digest: str) -> int | None:
+        return self._by_key.get(self._key(digest))
 
-    def state(self) -> dict[str, tuple[str, int]]:
+    def state(self) -> dict[bytes, int]:
         with self._lock:
             return dict(self._by_key)
 
     @classmethod
-    def from_state(cls, state: dict[str, tuple[str, int]]) -> ExactIndex:
+    def from_state(cls, state: dict[bytes, int]) -> ExactIndex:
         self = cls()
         self._by_key = dict(state)
-        self._by_id = {entry_id: key for key, (_, entry_id) in state.items()}
+        self._by_id = {entry_id: key for key, entry_id in state.items()}
         return self
 
     def remove(self, ids: list[int]) -> None:
         with self._lock:
             for i in ids:
                 key = self._by_id.pop(i, None)
-                if key is not None and self._by_key.get(key, ("", -1))[1] == i:
+                if key is not None and self._by_key.get(key) == i:
                     del self._by_key[key]

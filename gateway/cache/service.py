@@ -61,26 +61,32 @@ class CacheService:
         self.settings = settings
         self.metrics = metrics
         self.upstream = upstream
-        self.categories = categories
         self.batcher = batcher
-        self.classifier = classifier
         self.store = store
-        dim = batcher.embedder.dim
-        self.indexes = {name: CategoryIndex(dim) for name in categories}
+        self.indexes: dict[str, CategoryIndex] = {}
         self.exact = ExactIndex()
+        self.install_categories(categories, classifier)
+        for operation in ("read", "write", "touch", "sweep"):
+            metrics.store_errors.labels(operation)
+        self.warm = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def install_categories(self, categories: dict[str, Category], classifier: Classifier) -> None:
+        """Start-up and reload: categories, classifier, an index for each new category."""
+        dim, metrics = self.batcher.embedder.dim, self.metrics
         for name, cat in categories.items():
+            if name not in self.indexes:
+                self.indexes[name] = CategoryIndex(dim)
             metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
             metrics.effective_threshold.labels(name).set(cat.threshold)
             metrics.effective_ttl.labels(name).set(cat.ttl_seconds)
             # series exist from the start (at zero), so rates and dashboards have a baseline
             metrics.evictions.labels(name)
             metrics.expirations.labels(name)
+            metrics.feedback.labels(name)
             for slot in cat.verification.slots:
                 metrics.verifier_rejections.labels(name, slot)
-        for operation in ("read", "write", "touch", "sweep"):
-            metrics.store_errors.labels(operation)
-        self.warm = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.categories, self.classifier = categories, classifier
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -183,7 +189,7 @@ class CacheService:
             await asyncio.to_thread(self.indexes[name].add, [r.id for r in group], vecs, metas)
             for r in group:
                 if r.exact_hash:
-                    self.exact.add(r.exact_hash, name, r.id)
+                    self.exact.add(r.exact_hash, r.id)
 
     async def save_snapshot(self) -> bool:
         """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
@@ -324,13 +330,13 @@ class CacheService:
 
     async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
         """The exact-repeat fast path: no embedding, no search, one store read."""
-        found = self.exact.get(key.exact_hash)
-        if found is None or found[0] not in self.categories:
+        entry_id = self.exact.get(key.exact_hash)
+        if entry_id is None:
             return None
-        name, entry_id = found
+        name = next((n for n, index in self.indexes.items() if entry_id in index), None)
+        if name is None or name not in self.categories or not self.categories[name].cacheable:
+            return None
         category = self.categories[name]
-        if not category.cacheable:
-            return None
         try:
             with self.metrics.stage("store_read"):
                 rows = await asyncio.to_thread(self.store.get_many, [entry_id])
@@ -342,7 +348,8 @@ class CacheService:
             self._drop(name, [entry_id])
             return None
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                or row.context_hash != key.context_hash:
+                or row.context_hash != key.context_hash \
+                or " ".join(row.query_text.split()) != " ".join(key.text.split()):
             return None
         self._spawn(self._touch(entry_id, now))
         return category, Hit(row, 1.0)
@@ -459,7 +466,7 @@ class CacheService:
                 index.add, [entry_id], vec.reshape(1, -1),
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
             )
-            self.exact.add(entry.exact_hash, category.name, entry_id)
+            self.exact.add(entry.exact_hash, entry_id)
             victims = await asyncio.to_thread(
                 self.store.evict, category.name, category.quota, category.eviction
             )

@@ -22,7 +22,7 @@ from pathlib import Path
 from gateway.cache.index import CategoryIndex, ExactIndex
 
 log = logging.getLogger(__name__)
-FORMAT = 1
+FORMAT = 2
 
 
 @dataclass

@@ -50,6 +50,23 @@ entries = sa.Table(
     sa.Index("ix_cache_entries_exact", "exact_hash"),
 )
 
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("entry_id", sa.BigInteger, nullable=False),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("query_text", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# What the admin API lists of an entry (the response itself only when one entry is inspected).
+SUMMARY_COLUMNS = ("id", "namespace", "category", "endpoint", "model", "query_text",
+                   "prompt_tokens", "completion_tokens", "created_at", "expires_at",
+                   "last_hit_at", "hit_count")
+
 
 @dataclass(frozen=True)
 class NewEntry:
@@ -255,6 +272,63 @@ class Store:
     def _index_row(r: Any) -> IndexRow:
         return IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
                         _vec(r.embedding), r.exact_hash)
+
+    # --- admin ------------------------------------------------------------------------
+    def list_entries(
+        self, *, category: str | None, namespace: str | None, limit: int, offset: int
+    ) -> list[dict[str, Any]]:
+        q = sa.select(*(entries.c[n] for n in SUMMARY_COLUMNS))
+        if category is not None:
+            q = q.where(entries.c.category == category)
+        if namespace is not None:
+            q = q.where(entries.c.namespace == namespace)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(entries.c.id.desc()).limit(limit).offset(offset))
+            return [dict(r._mapping) for r in rows]
+
+    def get_entry(self, entry_id: int) -> dict[str, Any] | None:
+        cols = [entries.c[n] for n in SUMMARY_COLUMNS] + [entries.c.response]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*cols).where(entries.c.id == entry_id)).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["response"] = orjson.loads(out["response"])
+        return out
+
+    def delete_where(
+        self, *, ids: list[int] | None = None, category: str | None = None,
+        namespace: str | None = None,
+    ) -> list[tuple[int, str]]:
+        """Delete matching rows; their (id, category). No filter at all deletes nothing."""
+        conds = []
+        if ids is not None:
+            conds.append(entries.c.id.in_(ids))
+        if category is not None:
+            conds.append(entries.c.category == category)
+        if namespace is not None:
+            conds.append(entries.c.namespace == namespace)
+        if not conds:
+            return []
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(entries.c.id, entries.c.category).where(*conds)).all()
+            if rows:
+                conn.execute(entries.delete().where(entries.c.id.in_([r.id for r in rows])))
+        return [(r.id, r.category) for r in rows]
+
+    def record_feedback(self, entry: dict[str, Any], reason: str | None, now: float) -> None:
+        """Record the wrong hit and delete its entry, in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(feedback.insert().values(
+                entry_id=entry["id"], namespace=entry["namespace"], category=entry["category"],
+                query_text=entry["query_text"], reason=reason, created_at=now))
+            conn.execute(entries.delete().where(entries.c.id == entry["id"]))
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(entries.c.category, sa.func.count()).group_by(entries.c.category))
+            return {r[0]: int(r[1]) for r in rows}
 
     def iter_live(self, now: float, batch: int = 5000) -> Iterator[list[IndexRow]]:
         """Every live row, in id order and in batches, to rebuild the indexes on start-up."""
