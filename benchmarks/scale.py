@@ -29,12 +29,15 @@ from _report import stamp, write_section
 from gateway.cache import snapshot
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.store import Store, entries, make_engine, run_migrations
+from gateway.resources import trim_heap
 
 DIM = 384
 SCOPE = "s" * 64
 
 
 def rss_mb() -> float:
+    gc.collect()
+    trim_heap()
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -64,6 +67,8 @@ def load_store(store: Store, vecs: np.ndarray) -> None:
 
 def rebuild(store: Store) -> tuple[dict[str, CategoryIndex], ExactIndex]:
     index, exact = CategoryIndex(DIM), ExactIndex()
+    n = store.live_counts(time.time()).get("general", 0)
+    index.reserve(n + n // 10 + 1024)  # as CacheService does before a rebuild
     for batch in store.iter_live(time.time(), batch=20_000):
         index.add([r.id for r in batch], np.stack([r.embedding for r in batch]),
                   [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in batch])

@@ -21,3 +21,17 @@ def migrations_dir() -> Path:
 
 def categories_dir() -> Path:
     return _find("categories")
+
+
+def trim_heap() -> None:
+    """Give freed heap back to the OS (glibc keeps it after a burst of short-lived objects,
+    such as an index rebuild's row batches). No-op where glibc is absent."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass

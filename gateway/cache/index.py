@@ -57,7 +57,10 @@ class CategoryIndex:
             fresh = [i for i in ids if i not in self._meta]
             needed = len(self._meta) + len(fresh)
             if needed > self._index.get_max_elements():
-                self._index.resize_index(max(needed, 2 * self._index.get_max_elements()))
+                # grow by a quarter, not double: at 1M entries a doubling would hold ~1.7 GB
+                # of empty slots (the graph preallocates every slot)
+                cap = self._index.get_max_elements()
+                self._index.resize_index(max(needed, cap + cap // 4 + 1024))
             self._index.add_items(
                 np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim),
                 np.asarray(ids, dtype=np.int64), replace_deleted=True,
@@ -75,6 +78,12 @@ class CategoryIndex:
                     self._index.mark_deleted(i)
                     removed += 1
         return removed
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` entries in one step (a rebuild knows how many will come)."""
+        with self._lock:
+            if n > self._index.get_max_elements():
+                self._index.resize_index(n)
 
     def search_any(self, vector: Vectors, *, k: int, now: float) -> list[tuple[int, float]]:
         """Nearest live labels in any scope (operator tools, not the request path)."""
@@ -105,7 +114,7 @@ class CategoryIndex:
         self = cls(dim, capacity=1)
         meta: dict[int, Meta] = pickle.loads(path.with_suffix(".meta").read_bytes())
         self._index.load_index(
-            str(path.with_suffix(".graph")), max_elements=max(1024, len(meta)),
+            str(path.with_suffix(".graph")), max_elements=len(meta) + len(meta) // 10 + 1024,
             allow_replace_deleted=True,
         )
         self._index.set_ef(64)

@@ -33,7 +33,7 @@ from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import forward_completion
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
-from gateway.resources import categories_dir
+from gateway.resources import categories_dir, trim_heap
 from gateway.streaming import fresh, replay
 from gateway.upstream import Upstream
 
@@ -167,6 +167,10 @@ class CacheService:
                      "store", snap.watermark, len(present), len(rows))
             count = len(present) + len(rows)
         else:
+            counts = await asyncio.to_thread(self.store.live_counts, time.time())
+            for name, n in counts.items():
+                if name in self.indexes:
+                    self.indexes[name].reserve(n + n // 10 + 1024)
             rows_iter = self.store.iter_live(time.time())
             while True:
                 batch = await asyncio.to_thread(next, rows_iter, None)
@@ -175,6 +179,7 @@ class CacheService:
                 await self._add_rows(batch)
                 count += len(batch)
                 log.info("index rebuild: %d entries loaded", count)
+        await asyncio.to_thread(trim_heap)  # the rebuild's row batches are garbage now
         log.info("index ready: %d entries in %.2fs", count, time.monotonic() - started)
         self.warm.set()
 

@@ -250,6 +250,13 @@ class Store:
             )
             return {r.id: r.expires_at for r in rows}
 
+    def live_counts(self, now: float) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(entries.c.category, sa.func.count()).where(entries.c.expires_at > now)
+                .group_by(entries.c.category))
+            return {r[0]: int(r[1]) for r in rows}
+
     def max_id(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(entries.c.id))).scalar() or 0)
