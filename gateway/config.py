@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")
+    store_retry_s: float = Field(
+        5.0, gt=0, description="After a store failure, pass through this long before retrying.",
+    )
     index_snapshot_dir: Path | None = Field(
         None, description="Save the HNSW indexes here on shutdown and load them on start "
         "(reconciled with the store) instead of rebuilding: seconds instead of minutes at 1M.",

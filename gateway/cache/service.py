@@ -70,6 +70,7 @@ class CacheService:
             metrics.store_errors.labels(operation)
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._store_down_until = 0.0
 
     def install_categories(self, categories: dict[str, Category], classifier: Classifier) -> None:
         """Start-up and reload: categories, classifier, an index for each new category."""
@@ -213,8 +214,7 @@ class CacheService:
             try:
                 await self.sweep()
             except SQLAlchemyError:
-                self.metrics.store_errors.labels("sweep").inc()
-                log.warning("sweep failed; will retry", exc_info=True)
+                self._store_failed("sweep")
 
     async def sweep(self) -> int:
         """Delete expired rows from the store and their labels from the indexes."""
@@ -240,8 +240,23 @@ class CacheService:
         try:
             await asyncio.to_thread(self.store.ping)
         except SQLAlchemyError as exc:
-            return False, f"store unreachable: {type(exc).__name__}"
+            self._store_failed("ping")
+            return False, f"store unreachable ({type(exc).__name__}): serving pass-through"
+        self._store_down_until = 0.0
         return True, "ok"
+
+    def _store_failed(self, operation: str) -> None:
+        """A store failure opens the breaker: for ``store_retry_s`` requests pass through
+        without touching the store; the first request after that tries it again."""
+        self.metrics.store_errors.labels(operation).inc()
+        if self.store_available:
+            log.warning("document store failed (%s); pass-through for %.0fs, then retrying",
+                        operation, self.settings.store_retry_s, exc_info=True)
+        self._store_down_until = time.monotonic() + self.settings.store_retry_s
+
+    @property
+    def store_available(self) -> bool:
+        return time.monotonic() >= self._store_down_until
 
     # --- the request path ---------------------------------------------------------------
     async def complete(
@@ -288,9 +303,10 @@ class CacheService:
             )
         out = {"x-semcache-truncated": "true"} if key.truncated else {}
 
-        if key.bypass is not None or not self.warm.is_set():
+        if key.bypass is not None or not self.warm.is_set() or not self.store_available:
+            reason = key.bypass or ("warming_up" if not self.warm.is_set() else "store_unavailable")
             return await self._forward(key, raw, headers, parsed.stream, None, None,
-                                       {**out, "x-semcache-bypass": key.bypass or "warming_up"})
+                                       {**out, "x-semcache-bypass": reason})
         if cc.lookup and forced is None:
             exact = await self._exact(key)
             if exact is not None:
@@ -346,7 +362,7 @@ class CacheService:
             with self.metrics.stage("store_read"):
                 rows = await asyncio.to_thread(self.store.get_many, [entry_id])
         except SQLAlchemyError:
-            self.metrics.store_errors.labels("read").inc()
+            self._store_failed("read")
             return None
         row, now = rows.get(entry_id), time.time()
         if row is None:
@@ -382,8 +398,7 @@ class CacheService:
             with self.metrics.stage("store_read"):
                 rows = await asyncio.to_thread(self.store.get_many, [i for i, _ in candidates])
         except SQLAlchemyError:
-            self.metrics.store_errors.labels("read").inc()
-            log.exception("store read failed; treating as a miss")
+            self._store_failed("read")
             return Lookup(None, nearest, {})
         rejected: dict[str, int] = {}
         for entry_id, sim in candidates:
@@ -409,7 +424,7 @@ class CacheService:
         try:
             await asyncio.to_thread(self.store.touch, entry_id, now)
         except SQLAlchemyError:
-            self.metrics.store_errors.labels("touch").inc()
+            self._store_failed("touch")
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,
@@ -479,8 +494,7 @@ class CacheService:
             if victims:
                 self.metrics.evictions.labels(category.name).inc(len(victims))
         except SQLAlchemyError:
-            self.metrics.store_errors.labels("write").inc()
-            log.exception("store write failed; the answer was served but not cached")
+            self._store_failed("write")
 
 
 def _completion_tokens(entry: StoredEntry) -> int:

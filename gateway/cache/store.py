@@ -125,7 +125,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                            pool_timeout=5, connect_args=connect_args)
 
 
 def run_migrations(url: str) -> None:
