@@ -190,11 +190,16 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
             for name in ("fake-small", "fake-large")
         ]}
 
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> dict[str, Any]:
+    @app.post("/v1/embeddings", response_model=None)
+    async def embeddings(request: Request) -> dict[str, Any] | JSONResponse:
         stats[request.url.path] += 1
-        body = orjson.loads(await request.body())
-        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        try:
+            body = orjson.loads(await request.body())
+            inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return JSONResponse({"error": {"message": "body must be {input: ...}",
+                                           "type": "invalid_request_error", "param": "input",
+                                           "code": None}}, status_code=400)
         data = []
         for i, text in enumerate(inputs):
             digest = hashlib.sha256(str(text).encode()).digest()

@@ -91,3 +91,28 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise InvalidRequest(f"{loc}: {err['msg']}", param=loc or None) from exc
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with every ``$ref`` replaced by its definition, so it can sit
+    inside an OpenAPI operation (where ``#/$defs/...`` would point at the document root)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body the handler reads itself."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": inline_schema(model)}}}}

@@ -6,6 +6,7 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.cache.admin import CacheAdmin
@@ -31,12 +32,15 @@ def require_admin(request: Request) -> CacheAdmin:
 
 
 AdminDep = Annotated[CacheAdmin, Depends(require_admin)]
+# row ids are 64-bit in both stores: anything else is a 400, not a database error
+EntryId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+EntryIdPath = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 class InvalidateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ids: list[int] | None = Field(None, max_length=10000)
+    ids: list[EntryId] | None = Field(None, max_length=10000)
     category: str | None = None
     namespace: str | None = None
     query: str | None = Field(None, min_length=1, max_length=10000)
@@ -45,7 +49,7 @@ class InvalidateBody(BaseModel):
 
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    entry_id: int
+    entry_id: EntryId
     reason: str | None = Field(None, max_length=2000)
 
 
@@ -57,14 +61,15 @@ async def stats(admin: AdminDep) -> dict[str, Any]:
 @router.get("/entries")
 async def list_entries(
     admin: AdminDep, category: str | None = None, namespace: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> dict[str, Any]:
     rows = await admin.list(category=category, namespace=namespace, limit=limit, offset=offset)
     return {"object": "list", "data": rows}
 
 
 @router.get("/entries/{entry_id}")
-async def get_entry(entry_id: int, admin: AdminDep) -> dict[str, Any]:
+async def get_entry(entry_id: EntryIdPath, admin: AdminDep) -> dict[str, Any]:
     entry = await admin.get(entry_id)
     if entry is None:
         raise NotFound(f"no entry {entry_id}")
@@ -72,7 +77,7 @@ async def get_entry(entry_id: int, admin: AdminDep) -> dict[str, Any]:
 
 
 @router.delete("/entries/{entry_id}")
-async def delete_entry(entry_id: int, admin: AdminDep) -> dict[str, Any]:
+async def delete_entry(entry_id: EntryIdPath, admin: AdminDep) -> dict[str, Any]:
     deleted = await admin.invalidate(ids=[entry_id])
     if not deleted:
         raise NotFound(f"no entry {entry_id}")

@@ -11,6 +11,7 @@ from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     Endpoint,
+    json_body,
     parse_json_object,
     read_body,
     validate,
@@ -34,12 +35,12 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
     )
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
 async def chat_completions(request: Request, services: ServicesDep) -> Response:
     return await _complete("chat", request, services)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request, services: ServicesDep) -> Response:
     return await _complete("completions", request, services)
 

@@ -1,0 +1,84 @@
+"""Hostile input: property-based parsing tests and schemathesis against the running gateway.
+Whatever arrives, the answer is never a 5xx and the process stays healthy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.cache.keys import chat_key, completion_key
+from gateway.embedding import SentenceTransformerEmbedder
+from gateway.errors import InvalidRequest
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, parse_json_object, validate
+from tests.conftest import GatewayFactory
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=20,
+)
+roles = st.sampled_from(["user", "assistant", "system", "tool", "developer", "", "x"])
+content = st.none() | st.text(max_size=200) | st.lists(
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url", "audio", "x"])},
+                          optional={"text": json_values, "image_url": json_values}), max_size=3)
+messages = st.lists(st.fixed_dictionaries({"role": roles}, optional={"content": content,
+                                                                    "tool_calls": json_values}),
+                    max_size=5)
+chat_bodies = st.fixed_dictionaries(
+    {}, optional={"model": json_values | st.text(max_size=20), "messages": messages | json_values,
+                  "n": json_values, "stream": json_values, "logprobs": json_values,
+                  "tools": json_values, "response_format": json_values,
+                  "stream_options": json_values, "extra": json_values})
+
+
+@settings(max_examples=400, deadline=None)
+@given(chat_bodies)
+def test_chat_parsing_is_total(body: dict[str, Any]) -> None:
+    """Any JSON object either is refused with InvalidRequest or yields a usable cache key."""
+    raw = json.dumps(body).encode()
+    try:
+        parsed = validate(ChatCompletionRequest, parse_json_object(raw))
+    except InvalidRequest as exc:
+        assert exc.status_code == 400 and exc.message
+        return
+    key = chat_key(parsed, "ns", 4000)
+    assert len(key.scope_hash) == 64
+    assert key.bypass is not None or key.text.strip()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_any_bytes_are_refused_cleanly_or_parsed(raw: bytes) -> None:
+    for model, keyer in ((ChatCompletionRequest, chat_key), (CompletionRequest, completion_key)):
+        try:
+            parsed = validate(model, parse_json_object(raw))
+        except InvalidRequest:
+            continue
+        keyer(parsed, "ns", 100)  # type: ignore[operator]
+
+
+@pytest.mark.skipif(shutil.which("schemathesis", path=str(Path(sys.executable).parent)) is None,
+                    reason="schemathesis not installed")
+def test_schemathesis_finds_no_server_error(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/st.db",
+                         admin_key="adm")
+    st_bin = str(Path(sys.executable).parent / "schemathesis")
+    result = subprocess.run(
+        [st_bin, "run", f"{gw.url}/openapi.json", "--checks", "not_a_server_error",
+         "--max-examples", "25", "--header", "Authorization: Bearer adm",
+         "--request-timeout", "30", "--phases", "examples,coverage,fuzzing"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert httpx.get(f"{gw.url}/healthz").status_code == 200
