@@ -362,7 +362,7 @@ _AMBIGUOUS_TECH = frozenset(
 )
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=4096)  # hot stored queries are re-verified often; bounded memory
 def extract(text: str) -> Slots:
     numbers: set[str] = set()
     number_seq: list[str] = []

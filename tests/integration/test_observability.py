@@ -158,3 +158,26 @@ def test_request_id_header_and_json_log(gw: ServerThread, caplog: pytest.LogCapt
 def test_readyz_and_healthz(gw: ServerThread) -> None:
     assert httpx.get(f"{gw.url}/readyz").json() == {"status": "ready"}
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
+
+
+def test_secrets_never_reach_logs_or_metrics(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/s.db",
+                         admin_key="adm-SECRET-987", upstream_api_key="up-SECRET-456")
+    client_key = "sk-SECRET-123"
+    for q in ("Who wrote Hamlet?", "Who wrote Hamlet?", "What is my account balance?"):
+        httpx.post(f"{gw.url}/v1/chat/completions", headers={"authorization": f"Bearer {client_key}"},
+                   json={"model": "fake-small", "messages": [{"role": "user", "content": q}]})
+    httpx.post(f"{gw.url}/v1/chat/completions", headers={"authorization": f"Bearer {client_key}",
+                                                         "x-fake-status": "500"},
+               json={"model": "fake-small", "messages": [{"role": "user", "content": "x"}]})
+    httpx.get(f"{gw.url}/admin/stats", headers={"authorization": "Bearer wrong-SECRET"})
+    httpx.get(f"{gw.url}/admin/entries", headers={"authorization": "Bearer adm-SECRET-987"})
+    scraped = httpx.get(f"{gw.url}/metrics").text
+    assert caplog.records, "nothing was logged: the test would prove nothing"
+    for secret in ("SECRET-123", "SECRET-456", "SECRET-987", "wrong-SECRET"):
+        assert secret not in caplog.text
+        assert secret not in scraped
