@@ -39,6 +39,16 @@ class Verification(BaseModel):
     slots: list[SlotKind] = Field(default_factory=lambda: list(ALL_SLOTS))
 
 
+class Adaptive(BaseModel):
+    """Bounds for load-aware adaptation (docs/ADAPTIVE.md). At low load the category uses its
+    own ``threshold`` and ``ttl_seconds`` (the strict end); at full backend load it moves to
+    ``threshold_min`` and ``ttl_max_seconds`` (the relaxed end), never past them."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold_min: float = Field(ge=0.0, le=1.0)
+    ttl_max_seconds: int | None = Field(None, gt=0, description="None: the TTL never adapts.")
+
+
 class Category(BaseModel):
     """One category. ``threshold`` is the cosine similarity (-1..1, 1 = same direction) a stored
     query needs to be a candidate for a hit; candidates are then verified (``verification``)."""
@@ -54,11 +64,18 @@ class Category(BaseModel):
     eviction: Literal["lru", "lfu"] = "lru"
     cacheable: bool = True
     verification: Verification = Field(default_factory=Verification)
+    adaptive: Adaptive | None = None
 
     @model_validator(mode="after")
     def _exemplars_not_blank(self) -> Category:
         if any(not e.strip() for e in self.exemplars):
             raise ValueError("exemplars must not be blank")
+        if self.adaptive is not None:
+            if self.adaptive.threshold_min > self.threshold:
+                raise ValueError("adaptive.threshold_min must not exceed threshold")
+            ttl_max = self.adaptive.ttl_max_seconds
+            if ttl_max is not None and ttl_max < self.ttl_seconds:
+                raise ValueError("adaptive.ttl_max_seconds must not be below ttl_seconds")
         return self
 
 

@@ -147,7 +147,13 @@ def tune(
         flag = "" if c.reached else f"  (target {target_precision} not reached: strictest kept)"
         typer.echo(f"{c.category:14}{c.before:>8.2f}{c.after:>8.2f}{c.precision:>8.3f}"
                    f"{c.recall:>8.3f}{flag}")
-    write_overlay(choices, Path(out), Path(overlay) if overlay else None)
+    from gateway.categories import load_categories
+    from gateway.resources import categories_dir
+
+    settings = _settings()
+    cats = load_categories(settings.categories_dir or categories_dir(),
+                           Path(overlay) if overlay else None)
+    write_overlay(choices, Path(out), cats, Path(overlay) if overlay else None)
     typer.echo(f"overlay: {out}  (use with SEMCACHE_CATEGORIES_OVERLAY={out})")
 
 

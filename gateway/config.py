@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     )
     upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout (502/504).")
     upstream_max_connections: int = Field(256, ge=1, description="Connection pool size.")
+    upstream_metrics_url: str | None = Field(
+        None, description="Backend Prometheus endpoint for its load (default: upstream root + "
+        "/metrics; 'off' to use only what the gateway observes).",
+    )
+    load_poll_interval_s: float = Field(1.0, gt=0, description="How often the load is updated.")
+    load_queue_full: float = Field(
+        16, gt=0, description="Backend requests waiting that count as full load."
+    )
+    load_inflight_full: float = Field(
+        64, gt=0, description="Gateway requests in flight upstream that count as full load."
+    )
+    load_latency_ratio_full: float = Field(
+        4.0, gt=1, description="Upstream TTFB over its baseline that counts as full load."
+    )
 
     # --- server ---------------------------------------------------------------------------
     admin_key: SecretStr | None = Field(

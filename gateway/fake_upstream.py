@@ -67,6 +67,14 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
     for g in (running, waiting, kv_usage):
         g.labels("fake").set(0)
 
+    @app.post("/fake/load")
+    async def set_load(request: Request) -> dict[str, float]:
+        """Tests steer the load the fake reports: {"waiting": n, "kv": 0..1}."""
+        body = orjson.loads(await request.body())
+        waiting.labels("fake").set(float(body.get("waiting", 0)))
+        kv_usage.labels("fake").set(float(body.get("kv", 0)))
+        return {"waiting": float(body.get("waiting", 0)), "kv": float(body.get("kv", 0))}
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -226,6 +234,8 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
     @app.post("/fake/reset")
     async def reset() -> dict[str, str]:
         stats.clear()
+        waiting.labels("fake").set(0)
+        kv_usage.labels("fake").set(0)
         return {"status": "reset"}
 
     return app

@@ -74,6 +74,9 @@ class Metrics:
         self.feedback = Counter(
             "semcache_feedback_total", "Hits reported wrong (the entry is deleted).",
             ["category"], registry=r)
+        self.backend_load = Gauge(
+            "semcache_backend_load", "Load factor of the backend in [0, 1] (docs/ADAPTIVE.md).",
+            registry=r)
         self.effective_threshold = Gauge(
             "semcache_effective_threshold", "Similarity threshold in force.", ["category"],
             registry=r)

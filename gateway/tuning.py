@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from gateway.categories import Category
 from gateway.evaluation import Report
 
 
@@ -43,13 +44,22 @@ def choose_thresholds(report: Report, target_precision: float) -> list[Choice]:
     return choices
 
 
-def write_overlay(choices: list[Choice], path: Path, existing: Path | None = None) -> None:
-    """Merge thresholds into an overlay (keeping other overrides already in ``existing``)."""
+def write_overlay(
+    choices: list[Choice], path: Path, categories: dict[str, Category],
+    existing: Path | None = None,
+) -> None:
+    """Merge thresholds into an overlay (keeping other overrides already in ``existing``).
+    A tuned threshold below the category's adaptive floor lowers that floor with it: the
+    tuned value is the strict end, and the relaxed end may not be stricter than it."""
     data: dict[str, dict[str, object]] = {}
     if existing is not None and existing.exists():
         data = yaml.safe_load(existing.read_text()) or {}
     for c in choices:
-        data.setdefault(c.category, {})["threshold"] = round(c.after, 2)
+        entry = data.setdefault(c.category, {})
+        entry["threshold"] = round(c.after, 2)
+        adaptive = categories[c.category].adaptive if c.category in categories else None
+        if adaptive is not None and adaptive.threshold_min > entry["threshold"]:
+            entry["adaptive"] = {**adaptive.model_dump(), "threshold_min": entry["threshold"]}
     header = "# Written by `semcache tune`; load with SEMCACHE_CATEGORIES_OVERLAY.\n"
     path.write_text(header + yaml.safe_dump(data, sort_keys=True))
 

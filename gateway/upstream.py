@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import httpx
 
 from gateway.config import Settings
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
+
+if TYPE_CHECKING:
+    from gateway.load import LoadMonitor
 
 # RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
 HOP_BY_HOP = frozenset(
@@ -51,6 +55,7 @@ class Upstream:
         transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.metrics = metrics or Metrics()
+        self.load: LoadMonitor | None = None  # set by the cache, which adapts to it
         self.base_url = settings.upstream_url
         self._api_key = settings.upstream_api_key
         self.client = httpx.AsyncClient(
@@ -109,16 +114,26 @@ class Upstream:
             method, self.url(path, query), headers=headers, content=content
         )
         start = time.perf_counter()
+        load = self.load
+        if load is not None:
+            load.started()
         try:
             with map_httpx_errors():
                 response = await self.client.send(request, stream=True)
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(
                 "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
+            if load is not None:
+                load.finished()
+                load.answered(time.perf_counter() - start, 503)
             raise
-        self.metrics.stage_duration.labels("upstream_ttfb").observe(time.perf_counter() - start)
+        ttfb = time.perf_counter() - start
+        self.metrics.stage_duration.labels("upstream_ttfb").observe(ttfb)
         if response.status_code >= 400:
             self.metrics.upstream_errors.labels(str(response.status_code)).inc()
+        if load is not None:
+            load.answered(ttfb, response.status_code)
+            response.extensions["semcache_load"] = load
         response.extensions["semcache_start"] = start
         response.extensions["semcache_metrics"] = self.metrics
         return response
@@ -139,6 +154,8 @@ async def iter_body(response: httpx.Response, *, raw: bool) -> AsyncIterator[byt
         raise
     finally:
         await response.aclose()
+        if (load := response.extensions.pop("semcache_load", None)) is not None:
+            load.finished()
         if metrics is not None and "semcache_start" in response.extensions:
             metrics.stage_duration.labels("upstream_total").observe(
                 time.perf_counter() - response.extensions["semcache_start"])

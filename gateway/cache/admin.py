@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+from gateway.cache import policy
 from gateway.categories import Classifier, load_categories
 from gateway.resources import categories_dir
 
@@ -24,8 +25,11 @@ class CacheAdmin:
     async def stats(self) -> dict[str, Any]:
         svc = self.service
         stored = await asyncio.to_thread(svc.store.counts)
+        load = svc.load.factor
         return {
             "ready": svc.warm.is_set(),
+            "backend_load": load,
+            "backend_signals": dict(svc.load.backend),
             "exact_entries": len(svc.exact),
             "categories": {
                 name: {
@@ -34,6 +38,8 @@ class CacheAdmin:
                     "quota": cat.quota,
                     "threshold": cat.threshold,
                     "ttl_seconds": cat.ttl_seconds,
+                    "effective_threshold": round(policy.effective_threshold(cat, load), 4),
+                    "effective_ttl_seconds": round(policy.effective_ttl(cat, load), 1),
                     "eviction": cat.eviction,
                     "cacheable": cat.cacheable,
                     "verification": cat.verification.slots if cat.verification.enabled else [],

@@ -3,6 +3,9 @@
 - ``cache_control``: what the client's Cache-Control header allows.
 - ``plan``: for a request, whether to look up and whether to store.
 - ``expires_at``: when a new entry expires.
+- ``effective_threshold`` / ``effective_ttl``: the category's values at a backend load in
+  [0, 1] (docs/ADAPTIVE.md): unchanged up to ``KNEE``, then moving linearly to the category's
+  relaxed bounds at full load.
 """
 
 from __future__ import annotations
@@ -42,6 +45,28 @@ def plan(bypass: str | None, category: Category | None, cc: CacheControl) -> Pla
     return Plan(lookup=cc.lookup, store=cc.store)
 
 
-def expires_at(category: Category, now: float) -> float:
-    return now + category.ttl_seconds
+KNEE = 0.5  # below half load the backend keeps up: stay strict
+
+
+def pressure(load: float) -> float:
+    """0 up to the knee, 1 at full load, linear between."""
+    return min(1.0, max(0.0, (load - KNEE) / (1.0 - KNEE)))
+
+
+def effective_threshold(category: Category, load: float) -> float:
+    if category.adaptive is None:
+        return category.threshold
+    lo = category.adaptive.threshold_min
+    return category.threshold - (category.threshold - lo) * pressure(load)
+
+
+def effective_ttl(category: Category, load: float) -> float:
+    if category.adaptive is None or category.adaptive.ttl_max_seconds is None:
+        return float(category.ttl_seconds)
+    hi = category.adaptive.ttl_max_seconds
+    return category.ttl_seconds + (hi - category.ttl_seconds) * pressure(load)
+
+
+def expires_at(category: Category, now: float, load: float = 0.0) -> float:
+    return now + effective_ttl(category, load)
 

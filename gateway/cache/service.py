@@ -31,6 +31,7 @@ from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import forward_completion
+from gateway.load import LoadMonitor
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
 from gateway.resources import categories_dir, trim_heap
@@ -65,12 +66,20 @@ class CacheService:
         self.store = store
         self.indexes: dict[str, CategoryIndex] = {}
         self.exact = ExactIndex()
+        self.load = LoadMonitor(settings, on_change=self._load_changed)
+        upstream.load = self.load
         self.install_categories(categories, classifier)
         for operation in ("read", "write", "touch", "sweep"):
             metrics.store_errors.labels(operation)
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0
+
+    def _load_changed(self, factor: float) -> None:
+        self.metrics.backend_load.set(factor)
+        for name, cat in self.categories.items():
+            self.metrics.effective_threshold.labels(name).set(policy.effective_threshold(cat, factor))
+            self.metrics.effective_ttl.labels(name).set(policy.effective_ttl(cat, factor))
 
     def install_categories(self, categories: dict[str, Category], classifier: Classifier) -> None:
         """Start-up and reload: categories, classifier, an index for each new category."""
@@ -79,8 +88,9 @@ class CacheService:
             if name not in self.indexes:
                 self.indexes[name] = CategoryIndex(dim)
             metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
-            metrics.effective_threshold.labels(name).set(cat.threshold)
-            metrics.effective_ttl.labels(name).set(cat.ttl_seconds)
+            metrics.effective_threshold.labels(name).set(
+                policy.effective_threshold(cat, self.load.factor))
+            metrics.effective_ttl.labels(name).set(policy.effective_ttl(cat, self.load.factor))
             # series exist from the start (at zero), so rates and dashboards have a baseline
             metrics.evictions.labels(name)
             metrics.expirations.labels(name)
@@ -114,11 +124,14 @@ class CacheService:
             await asyncio.to_thread(run_migrations, settings.database_url)
         store = Store(make_engine(settings.database_url))
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
+        service.load.start(upstream.client)
         service._spawn(service._rebuild())
         service._spawn(service._sweep_forever())
         return service
 
     async def aclose(self) -> None:
+        await self.load.aclose()
+        self.upstream.load = None
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -382,7 +395,9 @@ class CacheService:
         must pass the stricter threshold and the verification of both."""
         now = time.time()
         index = self.indexes[searched.name]
-        threshold = max(category.threshold, searched.threshold)
+        load = self.load.factor
+        threshold = max(policy.effective_threshold(category, load),
+                        policy.effective_threshold(searched, load))
         slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
         check = category.verification.enabled or searched.verification.enabled
         with self.metrics.stage("search"):
@@ -477,7 +492,7 @@ class CacheService:
             query_text=key.text, embedding=vec, response=response,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
-            created_at=now, expires_at=policy.expires_at(category, now),
+            created_at=now, expires_at=policy.expires_at(category, now, self.load.factor),
             exact_hash=key.exact_hash,
         )
         index = self.indexes[category.name]
