@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")
+    coalesce: bool = Field(
+        True, description="Identical misses in flight share one upstream call."
+    )
+    coalesce_wait_s: float = Field(
+        60.0, gt=0, description="Longest a coalesced request waits before calling upstream itself."
+    )
     store_retry_s: float = Field(
         5.0, gt=0, description="After a store failure, pass through this long before retrying.",
     )

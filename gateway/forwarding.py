@@ -23,6 +23,7 @@ from gateway.upstream import Upstream, iter_body, read_body, response_headers
 log = logging.getLogger(__name__)
 
 OnComplete = Callable[[dict[str, Any]], Awaitable[None]]
+OnEnd = Callable[[int, bytes | None], None]
 
 _PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
 
@@ -49,7 +50,10 @@ async def forward_completion(
     stream: bool,
     on_complete: OnComplete | None,
     extra_headers: Mapping[str, str],
+    on_end: OnEnd | None = None,
 ) -> Response:
+    """``on_end(status, body)`` runs once the exchange is over, complete or not (``body`` only
+    for answers read whole)."""
     headers = upstream.request_headers(incoming_headers, identity=True)
     resp = await upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
@@ -64,21 +68,27 @@ async def forward_completion(
                 parsed = None
             if isinstance(parsed, dict) and storable(endpoint, parsed):
                 await on_complete(parsed)
+        if on_end is not None:
+            on_end(resp.status_code, content)
         return Response(content, status_code=resp.status_code, headers=out_headers)
 
     async def tee() -> AsyncIterator[bytes]:
         # The answer is stored before the chunk carrying ``[DONE]`` is passed on, so a client
         # that saw the end of its stream can count on the next identical question hitting.
         parser, assembler, finished = SSEParser(), StreamAssembler(endpoint), False
-        async for chunk in _guarded(iter_body(resp, raw=False), sse=True):
-            for data in parser.feed(chunk):
-                assembler.feed(data)
-            if assembler.done and not finished:
-                finished = True
-                result = assembler.result()
-                if result is not None and on_complete is not None:
-                    await on_complete(result)
-            yield chunk
+        try:
+            async for chunk in _guarded(iter_body(resp, raw=False), sse=True):
+                for data in parser.feed(chunk):
+                    assembler.feed(data)
+                if assembler.done and not finished:
+                    finished = True
+                    result = assembler.result()
+                    if result is not None and on_complete is not None:
+                        await on_complete(result)
+                yield chunk
+        finally:
+            if on_end is not None:
+                on_end(resp.status_code, None)
 
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
 

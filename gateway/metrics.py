@@ -74,6 +74,10 @@ class Metrics:
         self.feedback = Counter(
             "semcache_feedback_total", "Hits reported wrong (the entry is deleted).",
             ["category"], registry=r)
+        self.coalesced = Counter(
+            "semcache_coalesced_total",
+            "Misses answered by an identical request's upstream call already in flight.",
+            ["category"], registry=r)
         self.backend_load = Gauge(
             "semcache_backend_load", "Load factor of the backend in [0, 1] (docs/ADAPTIVE.md).",
             registry=r)

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from gateway.cache import policy, snapshot
+from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
@@ -67,6 +68,7 @@ class CacheService:
         self.indexes: dict[str, CategoryIndex] = {}
         self.exact = ExactIndex()
         self.load = LoadMonitor(settings, on_change=self._load_changed)
+        self.coalescer = Coalescer(settings.coalesce_wait_s)
         upstream.load = self.load
         self.install_categories(categories, classifier)
         for operation in ("read", "write", "touch", "sweep"):
@@ -360,7 +362,8 @@ class CacheService:
             if nearest is not None:
                 self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
         return await self._forward(key, raw, headers, parsed.stream,
-                                   category if plan.store else None, vec, out)
+                                   category if plan.store else None, vec, out,
+                                   parsed if plan.lookup else None)
 
     async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
         """The exact-repeat fast path: no embedding, no search, one store read."""
@@ -451,9 +454,10 @@ class CacheService:
         body = fresh(key.endpoint, hit.entry.response)
         headers = {
             **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
-            "x-semcache-entry": str(hit.entry.id),
             "age": str(max(0, int(time.time() - hit.entry.created_at))),
         }
+        if hit.entry.id:  # a coalesced answer has no row of its own
+            headers["x-semcache-entry"] = str(hit.entry.id)
         if parsed.stream:
             # the whole answer is at hand: all events in one body (still a valid event stream),
             # instead of one thread hop per chunk
@@ -467,18 +471,55 @@ class CacheService:
     async def _forward(
         self, key: RequestKey, raw: bytes, headers: Mapping[str, str], stream: bool,
         store_in: Category | None, vec: Vectors | None, out: dict[str, str],
+        parsed: ChatCompletionRequest | CompletionRequest | None = None,
     ) -> Response:
+        """Forward upstream; a cacheable miss is coalesced with identical ones in flight."""
         outcome = "bypass" if "x-semcache-bypass" in out else "miss"
+        coalesce = store_in is not None and parsed is not None and self.settings.coalesce
+        ckey = key.exact_hash
+        if coalesce and (leading := self.coalescer.in_flight(ckey)) is not None:
+            shared = await self.coalescer.follow(leading)
+            if shared is not None and shared.response is not None and parsed is not None \
+                    and store_in is not None:
+                self.metrics.coalesced.labels(store_in.name).inc()
+                hit = Hit(StoredEntry(
+                    id=0, category=store_in.name, scope_hash=key.scope_hash,
+                    context_hash=key.context_hash, query_text=key.text,
+                    response=shared.response, completion_tokens=None, created_at=time.time(),
+                    expires_at=0.0, hit_count=0), 1.0)
+                return self._serve(key, store_in, hit, parsed,
+                                   {**out, "x-semcache-coalesced": "true"})
+            if shared is not None and shared.status is not None and shared.body is not None:
+                return Response(shared.body, status_code=shared.status,
+                                media_type="application/json",
+                                headers={**out, "x-semcache": "miss",
+                                         "x-semcache-coalesced": "true"})
+            if shared is not None and shared.error is not None:
+                raise type(shared.error)(shared.error.message)
+        lead = self.coalescer.lead(ckey) if coalesce else None
 
         async def on_complete(response: dict[str, Any]) -> None:
             if store_in is not None and vec is not None:
                 await self._store(key, store_in, vec, response)
+            if lead is not None:
+                self.coalescer.finish(ckey, lead, Shared(response=response))
 
-        return await forward_completion(
-            self.upstream, key.endpoint, headers, raw, stream=stream,
-            on_complete=on_complete if store_in is not None else None,
-            extra_headers={**out, "x-semcache": outcome},
-        )
+        def on_end(status: int, body: bytes | None) -> None:
+            if lead is not None:
+                failed = status >= 400 and body is not None
+                self.coalescer.finish(ckey, lead, Shared(status=status, body=body)
+                                      if failed else Shared())
+
+        try:
+            return await forward_completion(
+                self.upstream, key.endpoint, headers, raw, stream=stream,
+                on_complete=on_complete if store_in is not None else None,
+                extra_headers={**out, "x-semcache": outcome}, on_end=on_end,
+            )
+        except UpstreamError as exc:
+            if lead is not None:
+                self.coalescer.finish(ckey, lead, Shared(error=exc))
+            raise
 
     async def _store(
         self, key: RequestKey, category: Category, vec: Vectors, response: dict[str, Any]

@@ -1,0 +1,66 @@
+"""Concurrent identical misses cause exactly one upstream call; all receive the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from gateway.embedding import SentenceTransformerEmbedder
+from gateway.serverthread import ServerThread
+from tests.conftest import GatewayFactory
+
+HEADERS = {"authorization": "Bearer sk-co"}
+
+
+async def one(c: httpx.AsyncClient, url: str, q: str, stream: bool,
+              extra: dict[str, str]) -> tuple[int, dict[str, str], str]:
+    body = {"model": "fake-small", "stream": stream, "messages": [{"role": "user", "content": q}]}
+    if not stream:
+        r = await c.post(url, json=body, headers={**HEADERS, **extra})
+        text = r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else r.text
+        return r.status_code, dict(r.headers), text
+    parts = []
+    async with c.stream("POST", url, json=body, headers={**HEADERS, **extra}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                for ch in json.loads(line[6:]).get("choices", []):
+                    parts.append((ch.get("delta") or {}).get("content") or "")
+        return r.status_code, dict(r.headers), "".join(parts)
+
+
+async def burst(url: str, q: str, n: int, extra: dict[str, str]) -> list[tuple[int, dict[str, str], str]]:
+    async with httpx.AsyncClient(timeout=60) as c:
+        return await asyncio.gather(*(one(c, url, q, i % 3 == 2, extra) for i in range(n)))
+
+
+def test_identical_misses_share_one_upstream_call(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    upstream_stats: Callable[[], dict[str, int]],
+) -> None:
+    gw: ServerThread = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/c.db")
+    url = f"{gw.url}/v1/chat/completions"
+    results = asyncio.run(burst(url, "Explain how tides work", 9, {"x-fake-delay": "1.0"}))
+    assert upstream_stats()["/v1/chat/completions"] == 1
+    assert all(status == 200 for status, _, _ in results)
+    assert len({text for _, _, text in results}) == 1 and results[0][2]
+    outcomes = sorted(h["x-semcache"] for _, h, _ in results)
+    assert outcomes.count("miss") == 1 and outcomes.count("hit") == 8
+    assert sum(h.get("x-semcache-coalesced") == "true" for _, h, _ in results) == 8
+
+    # an upstream error is handed to every waiter, still from one call
+    results = asyncio.run(burst(url, "Explain how volcanoes form", 6,
+                                {"x-fake-delay": "0.8", "x-fake-status": "429"}))
+    assert upstream_stats()["/v1/chat/completions"] == 2
+    assert [status for status, _, _ in results] == [429] * 6
+
+    # different questions are not coalesced
+    async def distinct() -> None:
+        async with httpx.AsyncClient(timeout=60) as c:
+            await asyncio.gather(*(one(c, url, f"Explain topic {i} in detail", False,
+                                       {"x-fake-delay": "0.3"}) for i in range(4)))
+    asyncio.run(distinct())
+    assert upstream_stats()["/v1/chat/completions"] == 6
