@@ -44,3 +44,9 @@ def write_section(name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def pct(xs: list[float], p: float) -> float:
+    """The p-th quantile of seconds, in milliseconds (nearest rank; 0 for no data)."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else 0.0

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-from _report import stamp, write_section
+from _report import pct, stamp, write_section
 from _servers import fake_upstream, gateway
 
 COUNTRIES = ("France Spain Italy Germany Portugal Austria Poland Norway Sweden Finland Denmark "
@@ -35,11 +35,6 @@ COUNTRIES = ("France Spain Italy Germany Portugal Austria Poland Norway Sweden F
 
 def body(q: str) -> dict[str, object]:
     return {"model": "fake-small", "messages": [{"role": "user", "content": q}]}
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000
 
 
 async def timed(client: httpx.AsyncClient, method: str, url: str, **kw: object) -> tuple[float, str]:

@@ -22,7 +22,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import stamp, write_section
+from _report import pct, stamp, write_section
 from _servers import fake_upstream, gateway
 
 TOPICS = [f"{a} {b}" for a in ("history", "chemistry", "geography", "economics", "music",
@@ -109,10 +109,6 @@ async def run(seconds: float, clients: int) -> str:
                 for i in range(clients)))
         samples.append((time.monotonic() - start, rss_mb(pid)))
     total = sum(len(v) for v in lat.values()) + len(errors)
-
-    def pct(xs: list[float], p: float) -> float:
-        xs = sorted(xs)
-        return xs[min(len(xs) - 1, int(p * len(xs)))] * 1000 if xs else 0.0
 
     lines = [
         "## Soak: bounded load on loopback",

@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.cache import policy, snapshot
+from gateway.cache import policy, warmup
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
@@ -35,7 +35,7 @@ from gateway.forwarding import forward_completion
 from gateway.load import LoadMonitor
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
-from gateway.resources import categories_dir, trim_heap
+from gateway.resources import categories_dir
 from gateway.streaming import fresh, replay
 from gateway.upstream import Upstream
 
@@ -127,7 +127,7 @@ class CacheService:
         store = Store(make_engine(settings.database_url))
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service.load.start(upstream.client)
-        service._spawn(service._rebuild())
+        service._spawn(warmup.rebuild(service))
         service._spawn(service._sweep_forever())
         return service
 
@@ -140,7 +140,7 @@ class CacheService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         try:
-            await self.save_snapshot()
+            await warmup.save_snapshot(self)
         except Exception:
             log.exception("index snapshot not written; the next start rebuilds from the store")
         await self.batcher.aclose()
@@ -150,78 +150,6 @@ class CacheService:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    @property
-    def fingerprint(self) -> str:
-        """What an index snapshot must have been made with to be usable."""
-        return f"{self.batcher.embedder.name}:{self.batcher.embedder.dim}"
-
-    async def _rebuild(self) -> None:
-        """Warm restart: the indexes from a snapshot reconciled with the store, or rebuilt from
-        every live row; then ready."""
-        started, count = time.monotonic(), 0
-        snap_dir = self.settings.index_snapshot_dir
-        snap = None
-        if snap_dir is not None:
-            snap = await asyncio.to_thread(
-                snapshot.load, snap_dir, self.batcher.embedder.dim, self.fingerprint,
-                list(self.categories),
-            )
-        if snap is not None:
-            self.indexes, self.exact = snap.indexes, snap.exact
-            live = await asyncio.to_thread(self.store.live_expiries, time.time())
-            present: set[int] = set()
-            for name, index in self.indexes.items():
-                held = index.expires()
-                stale = [i for i, exp in held.items() if live.get(i) != exp]
-                self._drop(name, stale)
-                present.update(i for i in held if live.get(i) == held[i])
-            missing = sorted(set(live) - present)
-            rows = await asyncio.to_thread(self.store.index_rows, missing)
-            await self._add_rows(rows)
-            log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
-                     "store", snap.watermark, len(present), len(rows))
-            count = len(present) + len(rows)
-        else:
-            counts = await asyncio.to_thread(self.store.live_counts, time.time())
-            for name, n in counts.items():
-                if name in self.indexes:
-                    self.indexes[name].reserve(n + n // 10 + 1024)
-            rows_iter = self.store.iter_live(time.time())
-            while True:
-                batch = await asyncio.to_thread(next, rows_iter, None)
-                if batch is None:
-                    break
-                await self._add_rows(batch)
-                count += len(batch)
-                log.info("index rebuild: %d entries loaded", count)
-        await asyncio.to_thread(trim_heap)  # the rebuild's row batches are garbage now
-        log.info("index ready: %d entries in %.2fs", count, time.monotonic() - started)
-        self.warm.set()
-
-    async def _add_rows(self, rows: list[Any]) -> None:
-        by_cat: dict[str, list[Any]] = {}
-        for row in rows:
-            if row.category in self.indexes:
-                by_cat.setdefault(row.category, []).append(row)
-        for name, group in by_cat.items():
-            vecs = [r.embedding for r in group]
-            metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in group]
-            await asyncio.to_thread(self.indexes[name].add, [r.id for r in group], vecs, metas)
-            for r in group:
-                if r.exact_hash:
-                    self.exact.add(r.exact_hash, r.id)
-
-    async def save_snapshot(self) -> bool:
-        """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
-        if self.settings.index_snapshot_dir is None or not self.warm.is_set():
-            return False
-        watermark = await asyncio.to_thread(self.store.max_id)
-        await asyncio.to_thread(
-            snapshot.save, self.settings.index_snapshot_dir, self.indexes, self.exact,
-            watermark, self.fingerprint,
-        )
-        return True
 
     async def _sweep_forever(self) -> None:
         while True:

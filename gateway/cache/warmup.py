@@ -1,0 +1,92 @@
+"""Warm restart: the in-memory indexes back from the store (or from a snapshot reconciled with
+it) before the gateway reports ready; and the snapshot written on the way out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from gateway.cache import snapshot
+from gateway.cache.index import Meta
+from gateway.resources import trim_heap
+
+if TYPE_CHECKING:
+    from gateway.cache.service import CacheService
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(svc: CacheService) -> str:
+    """What an index snapshot must have been made with to be usable."""
+    return f"{svc.batcher.embedder.name}:{svc.batcher.embedder.dim}"
+
+
+async def rebuild(svc: CacheService) -> None:
+    """The indexes from a snapshot reconciled with the store, or rebuilt from every live row;
+    then ready."""
+    started, count = time.monotonic(), 0
+    snap_dir = svc.settings.index_snapshot_dir
+    snap = None
+    if snap_dir is not None:
+        snap = await asyncio.to_thread(
+            snapshot.load, snap_dir, svc.batcher.embedder.dim, fingerprint(svc),
+            list(svc.categories),
+        )
+    if snap is not None:
+        svc.indexes, svc.exact = snap.indexes, snap.exact
+        live = await asyncio.to_thread(svc.store.live_expiries, time.time())
+        present: set[int] = set()
+        for name, index in svc.indexes.items():
+            held = index.expires()
+            # gone from the store, or the id reused by a newer row (another expiry)
+            svc._drop(name, [i for i, exp in held.items() if live.get(i) != exp])
+            present.update(i for i in held if live.get(i) == held[i])
+        rows = await asyncio.to_thread(svc.store.index_rows, sorted(set(live) - present))
+        await add_rows(svc, rows)
+        log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
+                 "store", snap.watermark, len(present), len(rows))
+        count = len(present) + len(rows)
+    else:
+        counts = await asyncio.to_thread(svc.store.live_counts, time.time())
+        for name, n in counts.items():
+            if name in svc.indexes:
+                svc.indexes[name].reserve(n + n // 10 + 1024)
+        rows_iter = svc.store.iter_live(time.time())
+        while True:
+            batch = await asyncio.to_thread(next, rows_iter, None)
+            if batch is None:
+                break
+            await add_rows(svc, batch)
+            count += len(batch)
+            log.info("index rebuild: %d entries loaded", count)
+    await asyncio.to_thread(trim_heap)  # the rebuild's row batches are garbage now
+    log.info("index ready: %d entries in %.2fs", count, time.monotonic() - started)
+    svc.warm.set()
+
+
+async def add_rows(svc: CacheService, rows: list[Any]) -> None:
+    by_cat: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.category in svc.indexes:
+            by_cat.setdefault(row.category, []).append(row)
+    for name, group in by_cat.items():
+        vecs = [r.embedding for r in group]
+        metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in group]
+        await asyncio.to_thread(svc.indexes[name].add, [r.id for r in group], vecs, metas)
+        for r in group:
+            if r.exact_hash:
+                svc.exact.add(r.exact_hash, r.id)
+
+
+async def save_snapshot(svc: CacheService) -> bool:
+    """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
+    if svc.settings.index_snapshot_dir is None or not svc.warm.is_set():
+        return False
+    watermark = await asyncio.to_thread(svc.store.max_id)
+    await asyncio.to_thread(
+        snapshot.save, svc.settings.index_snapshot_dir, svc.indexes, svc.exact, watermark,
+        fingerprint(svc),
+    )
+    return True
