@@ -65,6 +65,9 @@ class Category(BaseModel):
     cacheable: bool = True
     verification: Verification = Field(default_factory=Verification)
     adaptive: Adaptive | None = None
+    hedge: bool = Field(
+        False, description="Send the request upstream while the lookup runs; cancel on a hit."
+    )
 
     @model_validator(mode="after")
     def _exemplars_not_blank(self) -> Category:

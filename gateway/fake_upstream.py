@@ -89,7 +89,11 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
     async def generate(request: Request, chat: bool) -> Response:
         stats[request.url.path] += 1
         running.labels("fake").inc()
-        response = await _generate(request, chat)
+        try:
+            response = await _generate(request, chat)
+        except BaseException:  # e.g. the client went away during the delay
+            running.labels("fake").dec()
+            raise
         if isinstance(response, StreamingResponse):
             inner = response.body_iterator
 

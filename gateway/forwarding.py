@@ -7,10 +7,13 @@ storable, hands it to ``on_complete`` — for a stream, only after the last byte
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+import httpx
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -51,11 +54,12 @@ async def forward_completion(
     on_complete: OnComplete | None,
     extra_headers: Mapping[str, str],
     on_end: OnEnd | None = None,
+    opened: asyncio.Task[httpx.Response] | None = None,
 ) -> Response:
     """``on_end(status, body)`` runs once the exchange is over, complete or not (``body`` only
-    for answers read whole)."""
-    headers = upstream.request_headers(incoming_headers, identity=True)
-    resp = await upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
+    for answers read whole). ``opened``: the request was already sent (hedging)."""
+    resp = await (opened if opened is not None else open_completion(
+        upstream, endpoint, incoming_headers, body))
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
     is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -91,6 +95,26 @@ async def forward_completion(
                 on_end(resp.status_code, None)
 
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
+
+
+def open_completion(
+    upstream: Upstream, endpoint: Endpoint, incoming_headers: Mapping[str, str], body: bytes
+) -> Coroutine[Any, Any, httpx.Response]:
+    """Send the (chat) completion upstream; resolves when its status line arrived."""
+    headers = upstream.request_headers(incoming_headers, identity=True)
+    return upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
+
+
+async def discard(task: asyncio.Task[httpx.Response]) -> None:
+    """Abandon a hedged request: cancel it, or close its response if it already arrived (the
+    backend sees the connection go and stops generating)."""
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        resp = await task
+        await resp.aclose()
+        if (load := resp.extensions.pop("semcache_load", None)) is not None:
+            load.finished()
 
 
 async def _guarded(chunks: AsyncIterator[bytes], *, sse: bool) -> AsyncIterator[bytes]:

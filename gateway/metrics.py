@@ -78,6 +78,10 @@ class Metrics:
             "semcache_coalesced_total",
             "Misses answered by an identical request's upstream call already in flight.",
             ["category"], registry=r)
+        self.hedges = Counter(
+            "semcache_hedges_total",
+            "Hedged upstream calls: used (the lookup missed) or cancelled (it hit).",
+            ["category", "result"], registry=r)
         self.backend_load = Gauge(
             "semcache_backend_load", "Load factor of the backend in [0, 1] (docs/ADAPTIVE.md).",
             registry=r)

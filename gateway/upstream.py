@@ -127,6 +127,10 @@ class Upstream:
                 load.finished()
                 load.answered(time.perf_counter() - start, 503)
             raise
+        except BaseException:  # cancelled (an abandoned hedge): no answer to count
+            if load is not None:
+                load.finished()
+            raise
         ttfb = time.perf_counter() - start
         self.metrics.stage_duration.labels("upstream_ttfb").observe(ttfb)
         if response.status_code >= 400:

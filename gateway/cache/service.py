@@ -31,7 +31,7 @@ from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.forwarding import forward_completion
+from gateway.forwarding import discard, forward_completion, open_completion
 from gateway.load import LoadMonitor
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
@@ -274,6 +274,10 @@ class CacheService:
         if plan.bypass is not None:
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": plan.bypass})
+        hedge = None
+        if category.hedge and plan.lookup:
+            # low-hit-rate category: the upstream call starts now, the lookup runs beside it
+            hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw))
         if plan.lookup:
             nearest: float | None = None
             for name in ranked:
@@ -284,14 +288,19 @@ class CacheService:
                 for reason, n in found.rejected.items():
                     self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
                 if found.hit is not None:
+                    if hedge is not None:
+                        self._spawn(discard(hedge))
+                        self.metrics.hedges.labels(category.name, "cancelled").inc()
                     return self._serve(key, category, found.hit, parsed, out)
                 if found.nearest is not None:
                     nearest = max(nearest or -1.0, found.nearest)
             if nearest is not None:
                 self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
+        if hedge is not None:
+            self.metrics.hedges.labels(category.name, "used").inc()
         return await self._forward(key, raw, headers, parsed.stream,
                                    category if plan.store else None, vec, out,
-                                   parsed if plan.lookup else None)
+                                   parsed if plan.lookup and hedge is None else None, hedge)
 
     async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
         """The exact-repeat fast path: no embedding, no search, one store read."""
@@ -400,8 +409,10 @@ class CacheService:
         self, key: RequestKey, raw: bytes, headers: Mapping[str, str], stream: bool,
         store_in: Category | None, vec: Vectors | None, out: dict[str, str],
         parsed: ChatCompletionRequest | CompletionRequest | None = None,
+        opened: asyncio.Task[Any] | None = None,
     ) -> Response:
-        """Forward upstream; a cacheable miss is coalesced with identical ones in flight."""
+        """Forward upstream; a cacheable miss is coalesced with identical ones in flight
+        (``parsed`` given), unless a hedged request is already ``opened``."""
         outcome = "bypass" if "x-semcache-bypass" in out else "miss"
         coalesce = store_in is not None and parsed is not None and self.settings.coalesce
         ckey = key.exact_hash
@@ -442,7 +453,7 @@ class CacheService:
             return await forward_completion(
                 self.upstream, key.endpoint, headers, raw, stream=stream,
                 on_complete=on_complete if store_in is not None else None,
-                extra_headers={**out, "x-semcache": outcome}, on_end=on_end,
+                extra_headers={**out, "x-semcache": outcome}, on_end=on_end, opened=opened,
             )
         except UpstreamError as exc:
             if lead is not None:

@@ -1,0 +1,50 @@
+"""Hedged forwarding: the upstream call runs beside the lookup and is cancelled on a hit."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from gateway.embedding import SentenceTransformerEmbedder
+from gateway.serverthread import ServerThread
+from tests.conftest import GatewayFactory
+
+SLOW = {"x-fake-delay": "0.4", "authorization": "Bearer sk-h"}
+
+
+def timed(url: str, q: str) -> tuple[float, httpx.Response]:
+    start = time.perf_counter()
+    r = httpx.post(f"{url}/v1/chat/completions", headers=SLOW, timeout=30,
+                   json={"model": "fake-small", "messages": [{"role": "user", "content": q}]})
+    return time.perf_counter() - start, r
+
+
+def test_hedged_miss_costs_about_the_direct_call_and_a_hit_cancels_it(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    fake_upstream: ServerThread,
+) -> None:
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({"factual": {"hedge": True}}))
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/h.db",
+                         categories_overlay=overlay)
+    direct = min(timed(fake_upstream.url, f"direct {i}")[0] for i in range(3))
+    misses = []
+    for q in ("Who painted the Mona Lisa?", "When did the Berlin Wall fall?",
+              "What is the tallest mountain in Africa?"):
+        elapsed, r = timed(gw.url, q)
+        assert (r.headers["x-semcache"], r.headers["x-semcache-category"]) == ("miss", "factual")
+        misses.append(elapsed)
+    assert min(misses) - direct < 0.1, (misses, direct)
+
+    elapsed, r = timed(gw.url, "Who was the painter of the Mona Lisa?")
+    assert r.headers["x-semcache"] == "hit"
+    assert elapsed < 0.3, "a hit must not wait for the hedged upstream call"
+    metrics = httpx.get(f"{gw.url}/metrics").text
+    assert 'semcache_hedges_total{category="factual",result="cancelled"} 1.0' in metrics
+    assert 'semcache_hedges_total{category="factual",result="used"} 3.0' in metrics
+    time.sleep(0.6)  # the abandoned call is gone: nothing left in flight
+    stats = httpx.get(f"{fake_upstream.url}/metrics").text
+    assert 'vllm:num_requests_running{model_name="fake"} 0.0' in stats
