@@ -30,9 +30,10 @@ def _wait(url: str, timeout: float = 120.0) -> None:
 
 
 @contextmanager
-def fake_upstream() -> Iterator[str]:
+def fake_upstream(*extra: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([str(BIN), "fake-upstream", "--port", str(port), "--chunk-delay-ms", "0"],
+    proc = subprocess.Popen([str(BIN), "fake-upstream", "--port", str(port), "--chunk-delay-ms", "0",
+                             *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(f"http://127.0.0.1:{port}/v1/models")

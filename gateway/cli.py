@@ -213,13 +213,17 @@ def fake_upstream(
     host: str = "127.0.0.1",
     port: int = 8000,
     chunk_delay_ms: Annotated[float, typer.Option(help="Delay between stream chunks")] = 20.0,
+    capacity: Annotated[int | None, typer.Option(help="Requests generated at once (queue beyond)")] = None,
+    service_time_ms: Annotated[float, typer.Option(help="Time each request takes with --capacity")] = 0.0,
 ) -> None:
     """Run the deterministic fake LLM (an OpenAI-compatible server for demos and tests)."""
     import uvicorn
 
     from gateway.fake_upstream import create_fake_app
 
-    uvicorn.run(create_fake_app(chunk_delay_s=chunk_delay_ms / 1000), host=host, port=port)
+    app = create_fake_app(chunk_delay_s=chunk_delay_ms / 1000, capacity=capacity,
+                          service_time_s=service_time_ms / 1000)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -54,8 +54,14 @@ def _tokens(text: str) -> int:
     return max(1, len(text.split()))
 
 
-def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
+def create_fake_app(
+    *, chunk_delay_s: float = 0.0, capacity: int | None = None, service_time_s: float = 0.0
+) -> FastAPI:
+    """``capacity``: like a GPU server, at most this many requests are generated at once, each
+    taking ``service_time_s``; the rest queue (``vllm:num_requests_waiting``), so latency
+    follows the queue."""
     app = FastAPI(title="semcache fake upstream")
+    slots = asyncio.Semaphore(capacity) if capacity else None
     stats: Counter[str] = Counter()
     registry = CollectorRegistry()
     labels = ["model_name"]
@@ -88,6 +94,19 @@ def create_fake_app(*, chunk_delay_s: float = 0.0) -> FastAPI:
 
     async def generate(request: Request, chat: bool) -> Response:
         stats[request.url.path] += 1
+        if slots is not None:  # a backend of fixed capacity: queue, then generate
+            waiting.labels("fake").inc()
+            try:
+                await slots.acquire()
+            finally:
+                waiting.labels("fake").dec()
+            try:
+                running.labels("fake").inc()
+                await asyncio.sleep(service_time_s)
+                return await _generate(request, chat)
+            finally:
+                running.labels("fake").dec()
+                slots.release()
         running.labels("fake").inc()
         try:
             response = await _generate(request, chat)
