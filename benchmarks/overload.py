@@ -7,7 +7,8 @@ docs/BENCHMARKS.md and docs/overload.png.
 The backend is the fake LLM in capacity mode: 2 requests generated at once, 250 ms each
 (8 requests/s), the rest queue, and its /metrics report the queue like vLLM's. The workload
 repeats realistically: 60% of requests ask one of the development set's paraphrase families
-(popularity Zipf-like, a random phrasing each time), 40% are new questions. Arrivals are open
+(every phrasing of every slot combination, popularity Zipf-like, a random phrasing each time),
+40% are new questions. Arrivals are open
 loop: 4 req/s for the first 20% of the run, 16 req/s (twice the backend's capacity) for the
 middle 60%, 4 req/s at the end. The same schedule runs twice with the same seed: once with the
 shipped adaptive bounds, once with every category static. A hit is right when it served an
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 import tempfile
@@ -33,29 +33,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import stamp, write_section
 from _servers import fake_upstream, gateway
 
-DEV = Path(__file__).parent / "data" / "dev_pairs.jsonl"
 DOC_PNG = Path(__file__).resolve().parents[1] / "docs" / "overload.png"
 
 
 def families() -> list[list[str]]:
-    parent: dict[str, str] = {}
+    """Every phrasing of every slot combination of the development set's families: requests
+    in one group want the same answer, any two groups want different ones."""
+    import itertools
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            x = parent[x]
-        return x
+    from devset import FAMILIES
 
-    for line in DEV.read_text().splitlines():
-        p = json.loads(line)
-        if p["category"] == "personal":
+    out = []
+    for category, fams in FAMILIES.items():
+        if category == "personal":
             continue
-        ra, rb = find(p["a"]), find(p["b"])
-        if p["same"]:
-            parent[ra] = rb
-    groups: dict[str, list[str]] = defaultdict(list)
-    for x in parent:
-        groups[find(x)].append(x)
-    return list(groups.values())
+        for phrasings, slots in fams:
+            for values in itertools.product(*slots.values()) or [()]:
+                combo = dict(zip(slots, values, strict=True))
+                out.append([p.format(**combo) for p in phrasings])
+    return out
 
 
 def schedule(seconds: float, rng: random.Random, fams: list[list[str]]) -> list[tuple[float, str, str]]:
