@@ -484,11 +484,11 @@ class CacheService:
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
             )
             self.exact.add(entry.exact_hash, entry_id)
-            victims = await asyncio.to_thread(
-                self.store.evict, category.name, category.quota, category.eviction
-            )
-            self._drop(category.name, victims)
-            if victims:
+            if len(index) > category.quota:  # the store counts and chooses only when needed
+                victims = await asyncio.to_thread(
+                    self.store.evict, category.name, category.quota, category.eviction
+                )
+                self._drop(category.name, victims)
                 self.metrics.evictions.labels(category.name).inc(len(victims))
         except SQLAlchemyError:
             self._store_failed("write")

@@ -566,8 +566,9 @@ def _topics_differ(a: Slots, b: Slots) -> bool:
 
 
 def _entities_differ(a: Slots, b: Slots) -> bool:
-    """An entity on one side that the other side does not mention at all, in any case."""
-    if (a.entities - b.words) or (b.entities - a.words):
+    """An entity on one side that the other side does not mention at all, in any case.
+    Code-like tokens (model numbers, part codes, ids) name things too."""
+    if ((a.entities | a.identifiers) - b.words) or ((b.entities | b.identifiers) - a.words):
         return True
     return _minimal_pair(a, b) or _topics_differ(a, b)
 
