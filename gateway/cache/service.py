@@ -76,6 +76,7 @@ class CacheService:
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0
+        self._hits: dict[int, tuple[int, float]] = {}
 
     def _load_changed(self, factor: float) -> None:
         self.metrics.backend_load.set(factor)
@@ -129,6 +130,7 @@ class CacheService:
         service.load.start(upstream.client)
         service._spawn(warmup.rebuild(service))
         service._spawn(service._sweep_forever())
+        service._spawn(service._flush_hits_forever())
         return service
 
     async def aclose(self) -> None:
@@ -139,6 +141,7 @@ class CacheService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._flush_hits()
         try:
             await warmup.save_snapshot(self)
         except Exception:
@@ -149,7 +152,12 @@ class CacheService:
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -325,7 +333,7 @@ class CacheService:
                 or row.context_hash != key.context_hash \
                 or " ".join(row.query_text.split()) != " ".join(key.text.split()):
             return None
-        self._spawn(self._touch(entry_id, now))
+        self._touch(entry_id, now)
         return category, Hit(row, 1.0)
 
     async def _lookup(
@@ -371,15 +379,26 @@ class CacheService:
                     reason = verdict.reason or "unknown"
                     rejected[reason] = rejected.get(reason, 0) + 1
                     continue
-            self._spawn(self._touch(entry_id, now))
+            self._touch(entry_id, now)
             return Lookup(Hit(row, sim), nearest, rejected)
         return Lookup(None, nearest, rejected)
 
-    async def _touch(self, entry_id: int, now: float) -> None:
+    def _touch(self, entry_id: int, now: float) -> None:
+        """Count a hit; hits are written in batches (``_flush_hits``), not one UPDATE each."""
+        count, _ = self._hits.get(entry_id, (0, now))
+        self._hits[entry_id] = (count + 1, now)
+
+    async def _flush_hits(self) -> None:
+        hits, self._hits = self._hits, {}
         try:
-            await asyncio.to_thread(self.store.touch, entry_id, now)
+            await asyncio.to_thread(self.store.touch, hits)
         except SQLAlchemyError:
-            self._store_failed("touch")
+            self._store_failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
+
+    async def _flush_hits_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await self._flush_hits()
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,

@@ -190,12 +190,16 @@ class Store:
             for r in rows
         }
 
-    def touch(self, entry_id: int, now: float) -> None:
+    def touch(self, hits: dict[int, tuple[int, float]]) -> None:
+        """Record hits: entry id -> (how many since the last call, time of the last one)."""
+        if not hits:
+            return
         with self.engine.begin() as conn:
-            conn.execute(
-                entries.update().where(entries.c.id == entry_id)
-                .values(hit_count=entries.c.hit_count + 1, last_hit_at=now)
-            )
+            for entry_id, (count, last) in hits.items():
+                conn.execute(
+                    entries.update().where(entries.c.id == entry_id)
+                    .values(hit_count=entries.c.hit_count + count, last_hit_at=last)
+                )
 
     def delete(self, ids: list[int]) -> int:
         if not ids:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -136,3 +137,18 @@ def test_reload_applies_good_files_and_refuses_bad_ones(gw: ServerThread, cats: 
     assert r.status_code == 400 and "code.yaml" in r.json()["error"]["message"]
     assert admin(gw, "GET", "/stats").json()["categories"]["code"]["threshold"] == 0.91
     assert asker(gw, "k")("hello there").status_code == 200
+
+
+def test_hits_are_counted_for_eviction(gw: ServerThread) -> None:
+    ask = asker(gw, "sk-count")
+    ask("How many bones are in the adult human body?")
+    for _ in range(3):
+        assert ask("How many bones are in the adult human body?").headers["x-semcache"] == "hit"
+    deadline = time.monotonic() + 10
+    while True:  # hit counts are written in batches, about once a second
+        rows = admin(gw, "GET", "/entries").json()["data"]
+        if rows and rows[0]["hit_count"] == 3:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert rows[0]["last_hit_at"] is not None
