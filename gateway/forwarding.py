@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from gateway.errors import UpstreamError
 from gateway.protocol import Endpoint
 from gateway.streaming import SSEParser, StreamAssembler, error_event, storable
-from gateway.upstream import Upstream, iter_body, read_body, response_headers
+from gateway.upstream import Upstream, close, iter_body, read_body, response_headers
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,7 @@ async def discard(task: asyncio.Task[httpx.Response]) -> None:
     if not task.done():
         task.cancel()
     with contextlib.suppress(BaseException):
-        resp = await task
-        await resp.aclose()
-        if (load := resp.extensions.pop("semcache_load", None)) is not None:
-            load.finished()
+        await close(await task)
 
 
 async def _guarded(chunks: AsyncIterator[bytes], *, sse: bool) -> AsyncIterator[bytes]:

@@ -157,12 +157,18 @@ async def iter_body(response: httpx.Response, *, raw: bool) -> AsyncIterator[byt
                 "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
         raise
     finally:
-        await response.aclose()
-        if (load := response.extensions.pop("semcache_load", None)) is not None:
-            load.finished()
-        if metrics is not None and "semcache_start" in response.extensions:
-            metrics.stage_duration.labels("upstream_total").observe(
-                time.perf_counter() - response.extensions["semcache_start"])
+        await close(response)
+
+async def close(response: httpx.Response) -> None:
+    """Close an upstream response: the backend sees the connection go (and stops generating),
+    the load monitor counts the call as over, the total upstream time is observed."""
+    await response.aclose()
+    if (load := response.extensions.pop("semcache_load", None)) is not None:
+        load.finished()
+    metrics: Metrics | None = response.extensions.get("semcache_metrics")
+    if metrics is not None and "semcache_start" in response.extensions:
+        metrics.stage_duration.labels("upstream_total").observe(
+            time.perf_counter() - response.extensions.pop("semcache_start"))
 
 
 async def read_body(response: httpx.Response) -> bytes:

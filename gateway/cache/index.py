@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,6 @@ class CategoryIndex:
 
     def __contains__(self, label: int) -> bool:
         return label in self._meta
-
-    @property
-    def capacity(self) -> int:
-        return int(self._index.get_max_elements())
 
     def add(self, ids: list[int], vectors: Vectors, metas: list[Meta]) -> None:
         if not ids:
@@ -87,17 +84,24 @@ class CategoryIndex:
 
     def search_any(self, vector: Vectors, *, k: int, now: float) -> list[tuple[int, float]]:
         """Nearest live labels in any scope (operator tools, not the request path)."""
-        with self._lock:
-            def live(label: int) -> bool:
-                m = self._meta.get(label)
-                return m is not None and m.expires_at > now
 
+        def live(label: int) -> bool:
+            m = self._meta.get(label)
+            return m is not None and m.expires_at > now
+
+        return self._nearest(vector, k, live)
+
+    def _nearest(
+        self, vector: Vectors, k: int, keep: Callable[[int], bool]
+    ) -> list[tuple[int, float]]:
+        """The ``k`` nearest labels that ``keep`` accepts, with their similarity, best first."""
+        with self._lock:
             k = min(k, len(self._meta))
             while k > 0:
                 try:
-                    labels, dists = self._index.knn_query(vector, k=k, filter=live)
+                    labels, dists = self._index.knn_query(vector, k=k, filter=keep)
                     break
-                except RuntimeError:
+                except RuntimeError:  # fewer than k labels pass the filter
                     k //= 2
             if k == 0:
                 return []
@@ -134,25 +138,15 @@ class CategoryIndex:
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest live labels of the same scope and context, with their similarity,
         best first. The caller applies the category's threshold."""
-        with self._lock:
-            def allowed(label: int) -> bool:
-                m = self._meta.get(label)
-                return (
-                    m is not None and m.scope_hash == scope_hash
-                    and m.context_hash == context_hash and m.expires_at > now
-                )
 
-            k = min(k, len(self._meta))
-            while k > 0:
-                try:
-                    labels, dists = self._index.knn_query(vector, k=k, filter=allowed)
-                    break
-                except RuntimeError:  # fewer than k labels pass the filter
-                    k //= 2
-            if k == 0:
-                return []
-        sims = 1.0 - dists[0]
-        return [(int(label), float(sim)) for label, sim in zip(labels[0], sims, strict=True)]
+        def allowed(label: int) -> bool:
+            m = self._meta.get(label)
+            return (
+                m is not None and m.scope_hash == scope_hash
+                and m.context_hash == context_hash and m.expires_at > now
+            )
+
+        return self._nearest(vector, k, allowed)
 
 
 class ExactIndex:

@@ -40,8 +40,13 @@ class RequestKey:
     @property
     def exact_hash(self) -> str:
         """Same scope, same conversation, same query up to whitespace."""
-        text = " ".join(self.text.split())
+        text = normalise(self.text)
         return hashlib.sha256(f"{self.scope_hash}|{self.context_hash}|{text}".encode()).hexdigest()
+
+
+def normalise(text: str) -> str:
+    """A query up to whitespace: what the exact-repeat path compares."""
+    return " ".join(text.split())
 
 
 def _digest(obj: Any) -> str:

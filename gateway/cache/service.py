@@ -24,7 +24,7 @@ from starlette.responses import Response
 from gateway.cache import policy, warmup
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
-from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
+from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
 from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
@@ -331,7 +331,7 @@ class CacheService:
             return None
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
                 or row.context_hash != key.context_hash \
-                or " ".join(row.query_text.split()) != " ".join(key.text.split()):
+                or normalise(row.query_text) != normalise(key.text):
             return None
         self._touch(entry_id, now)
         return category, Hit(row, 1.0)
