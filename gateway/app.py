@@ -58,3 +58,13 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     app.include_router(openai.router)
     app.include_router(passthrough.router)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory ``serve --workers N`` gives uvicorn: each worker process reads its settings
+    from the environment (the parent put its flags there)."""
+    from gateway.logs import configure
+
+    settings = Settings()
+    configure(settings.log_level)
+    return create_app(settings)

@@ -27,6 +27,9 @@ def serve(
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Pure proxy, no caching")] = False,
     config: Annotated[str | None, typer.Option(help="YAML settings file (SEMCACHE_CONFIG)")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes on this host; they share the store like replicas "
+        "(each loads its own model and indexes)")] = 1,
 ) -> None:
     """Run the gateway."""
     import uvicorn
@@ -35,16 +38,40 @@ def serve(
 
     if config:
         os.environ["SEMCACHE_CONFIG"] = config
-    settings = _settings(
-        upstream_url=upstream, host=host, port=port, database_url=database_url,
-        cache_enabled=False if no_cache else None,
-    )
+    overrides = {
+        "upstream_url": upstream, "host": host, "port": port, "database_url": database_url,
+        "cache_enabled": False if no_cache else None,
+    }
+    settings = _settings(**overrides)
     from gateway.logs import configure
 
     configure(settings.log_level)
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings), host=settings.host, port=settings.port,
+            log_level=settings.log_level, proxy_headers=False, log_config=None,
+        )
+        return
+    if settings.index_snapshot_dir is not None:
+        raise typer.BadParameter(
+            "SEMCACHE_INDEX_SNAPSHOT_DIR cannot be shared by several workers; unset it "
+            "(or run one replica per snapshot directory)", param_hint="--workers")
+    if settings.cache_enabled and settings.auto_migrate:
+        from gateway.cache.store import run_migrations
+
+        run_migrations(settings.database_url)  # once, before the workers start
+    # the workers build their settings from the environment: pass the flags on through it
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"SEMCACHE_{name.upper()}"] = str(value).lower() \
+                if isinstance(value, bool) else str(value)
+    os.environ["SEMCACHE_AUTO_MIGRATE"] = "false"
+    if settings.replica_sync is None:
+        os.environ["SEMCACHE_REPLICA_SYNC"] = "true"
     uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port,
-        log_level=settings.log_level, proxy_headers=False, log_config=None,
+        "gateway.app:app_from_environment", factory=True, workers=workers,
+        host=settings.host, port=settings.port, log_level=settings.log_level,
+        proxy_headers=False, log_config=None,
     )
 
 

@@ -115,6 +115,18 @@ class Settings(BaseSettings):
         None, description="Save the HNSW indexes here on shutdown and load them on start "
         "(reconciled with the store) instead of rebuilding: seconds instead of minutes at 1M.",
     )
+    replica_sync: bool | None = Field(
+        None, description="Follow the store's change log so replicas sharing it see each "
+        "other's entries (default: on for PostgreSQL, off for SQLite; `serve --workers` "
+        "turns it on).",
+    )
+    sync_interval_s: float = Field(
+        0.2, gt=0, le=10, description="How often a replica polls the change log.",
+    )
+    change_retention_s: float = Field(
+        3600.0, ge=60, description="Changes older than this are pruned; a replica cut off "
+        "longer re-reconciles its whole index with the store.",
+    )
     default_namespace: str = Field(
         "default", description="Namespace of requests that carry no API key."
     )
@@ -126,6 +138,11 @@ class Settings(BaseSettings):
         False, description="X-Semcache-Namespace names the namespace itself (only behind a "
         "trusted proxy); otherwise it is a sub-namespace of the API key's tenant.",
     )
+
+    def sync_enabled(self) -> bool:
+        if self.replica_sync is not None:
+            return self.replica_sync
+        return not self.database_url.startswith("sqlite")
 
     @field_validator("upstream_url")
     @classmethod

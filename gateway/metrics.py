@@ -91,6 +91,21 @@ class Metrics:
         self.effective_ttl = Gauge(
             "semcache_effective_ttl_seconds", "TTL given to new entries.", ["category"],
             registry=r)
+        self.sync_changes = Counter(
+            "semcache_sync_changes_total",
+            "Changes read from the store's change log (other replicas' writes and deletes).",
+            ["op"], registry=r)
+        self.sync_lag = Histogram(
+            "semcache_sync_lag_seconds",
+            "From a change's commit in the store to this replica applying it (across hosts it "
+            "includes clock skew).", buckets=_LATENCY, registry=r)
+        self.sync_errors = Counter(
+            "semcache_sync_errors_total", "Failed polls of the change log (retried).",
+            registry=r)
+        self.sync_resyncs = Counter(
+            "semcache_sync_resyncs_total",
+            "Full reconciliations with the store after being cut off beyond the log's retention.",
+            registry=r)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from alembic import context
-from sqlalchemy import engine_from_config, pool
+from sqlalchemy import engine_from_config, pool, text
 
 from gateway.cache.store import metadata
 
@@ -32,6 +32,9 @@ def run_online() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # replicas starting together: one migrates, the others wait and find it done
+                connection.execute(text("SELECT pg_advisory_xact_lock(7283649)"))
             context.run_migrations()
     engine.dispose()
 

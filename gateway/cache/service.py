@@ -21,11 +21,12 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.cache import policy, warmup
+from gateway.cache import policy, sync, warmup
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
 from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
+from gateway.cache.sync import ChangeFollower
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
@@ -77,6 +78,7 @@ class CacheService:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0
         self._hits: dict[int, tuple[int, float]] = {}
+        self.follower = ChangeFollower(store) if settings.sync_enabled() else None
 
     def _load_changed(self, factor: float) -> None:
         self.metrics.backend_load.set(factor)
@@ -128,10 +130,29 @@ class CacheService:
         store = Store(make_engine(settings.database_url))
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service.load.start(upstream.client)
-        service._spawn(warmup.rebuild(service))
+        service._spawn(service._warm_up())
         service._spawn(service._sweep_forever())
         service._spawn(service._flush_hits_forever())
         return service
+
+    async def _warm_up(self) -> None:
+        """Indexes from the store (or a snapshot); with replicas, then the changes made
+        meanwhile; only then ready. A store that is down at start-up is waited for."""
+        while True:
+            try:
+                if self.follower is not None:
+                    self.follower.start_at(await asyncio.to_thread(self.store.last_change))
+                await warmup.rebuild(self)
+                if self.follower is not None:
+                    await sync.apply(self, self.follower)
+                break
+            except SQLAlchemyError:
+                self._store_failed("read")
+                await asyncio.sleep(self.settings.store_retry_s)
+        self.warm.set()
+        log.info("cache ready")
+        if self.follower is not None:
+            self._spawn(sync.follow_forever(self, self.follower))
 
     async def aclose(self) -> None:
         await self.load.aclose()
@@ -177,6 +198,7 @@ class CacheService:
                 self.metrics.expirations.labels(category).inc()
         for name, index in self.indexes.items():  # rows another process already deleted
             self._drop(name, index.expired(now))
+        await asyncio.to_thread(self.store.prune_changes, now - self.settings.change_retention_s)
         return len(swept)
 
     def _drop(self, category: str, ids: list[int]) -> None:

@@ -1,12 +1,18 @@
-"""The document store: one SQLAlchemy table of cache entries (SQLite or PostgreSQL).
+"""The document store: SQLAlchemy tables of cache entries (SQLite or PostgreSQL).
 
 The schema is owned by Alembic (``migrations/``); ``run_migrations`` applies it. Methods are
 blocking; the service calls them on worker threads. Times are Unix epoch seconds (float).
+
+Every write that adds or removes entries also appends to ``cache_changes`` in the same
+transaction: ``(seq, op '+'/'-', entry_id, category)``. Replicas follow that log to keep their
+in-memory indexes in step (``cache/sync.py``); sequence numbers only grow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +67,30 @@ feedback = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+changes = sa.Table(
+    "cache_changes",
+    metadata,
+    sa.Column("seq", _ID, primary_key=True, autoincrement=True),
+    sa.Column("op", sa.String(1), nullable=False),
+    sa.Column("entry_id", sa.BigInteger, nullable=False),
+    sa.Column("category", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_cache_changes_at", "at"),
+    sqlite_autoincrement=True,  # never reuse a sequence number, even after pruning
+)
+
+PUT, DELETE = "+", "-"
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    op: str
+    entry_id: int
+    category: str
+    at: float
+
 
 # What the admin API lists of an entry (the response itself only when one entry is inspected).
 SUMMARY_COLUMNS = ("id", "namespace", "category", "endpoint", "model", "query_text",
@@ -141,6 +171,28 @@ def run_migrations(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+def _log(conn: Any, op: str, rows: list[tuple[int, str]]) -> None:
+    if rows:
+        at = time.time()
+        conn.execute(changes.insert(), [
+            {"op": op, "entry_id": i, "category": c, "at": at} for i, c in rows])
+
+
+def _delete(conn: Any, where: Any) -> list[tuple[int, str]]:
+    """Delete the entries matching ``where`` and log them; the (id, category) deleted."""
+    result = conn.execute(entries.delete().where(where)
+                          .returning(entries.c.id, entries.c.category))
+    rows = [(int(r.id), str(r.category)) for r in result]
+    _log(conn, DELETE, rows)
+    return rows
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(hashlib.sha256(b"semcache:" + name.encode()).digest()[:8], "big",
+                          signed=True)
+
+
 def _vec(blob: bytes) -> Vectors:
     return np.frombuffer(blob, dtype=np.float32).copy()
 
@@ -169,7 +221,9 @@ class Store:
         }
         with self.engine.begin() as conn:
             result = conn.execute(entries.insert().values(**values).returning(entries.c.id))
-            return int(result.scalar_one())
+            entry_id = int(result.scalar_one())
+            _log(conn, PUT, [(entry_id, e.category)])
+            return entry_id
 
     def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
         if not ids:
@@ -201,22 +255,13 @@ class Store:
                     .values(hit_count=entries.c.hit_count + count, last_hit_at=last)
                 )
 
-    def delete(self, ids: list[int]) -> int:
-        if not ids:
-            return 0
-        with self.engine.begin() as conn:
-            return conn.execute(entries.delete().where(entries.c.id.in_(ids))).rowcount
-
     def sweep_expired(self, now: float, limit: int = 10000) -> list[tuple[int, str]]:
-        """Delete expired rows (at most ``limit``); returns their (id, category)."""
+        """Delete expired rows (at most ``limit``); returns the (id, category) this call deleted
+        (replicas sweeping at once each report only their own)."""
         with self.engine.begin() as conn:
-            rows = conn.execute(
-                sa.select(entries.c.id, entries.c.category)
-                .where(entries.c.expires_at <= now).limit(limit)
-            ).all()
-            if rows:
-                conn.execute(entries.delete().where(entries.c.id.in_([r.id for r in rows])))
-        return [(r.id, r.category) for r in rows]
+            ids = [r.id for r in conn.execute(
+                sa.select(entries.c.id).where(entries.c.expires_at <= now).limit(limit))]
+            return _delete(conn, entries.c.id.in_(ids)) if ids else []
 
     def count(self, category: str) -> int:
         with self.engine.connect() as conn:
@@ -226,8 +271,14 @@ class Store:
             ).scalar_one())
 
     def evict(self, category: str, quota: int, policy: str) -> list[int]:
-        """Delete the rows beyond ``quota`` in ``category``, chosen by ``policy``; their ids."""
+        """Delete the rows beyond ``quota`` in ``category``, chosen by ``policy``; their ids.
+
+        Decided once for all replicas: on PostgreSQL a transaction-level advisory lock per
+        category serialises concurrent evictions, so two replicas never both evict for the
+        same excess row."""
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(category))))
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(entries)
                 .where(entries.c.category == category)
@@ -245,8 +296,7 @@ class Store:
                     .order_by(*order, entries.c.id.asc()).limit(excess)
                 )
             ]
-            conn.execute(entries.delete().where(entries.c.id.in_(victims)))
-        return victims
+            return [i for i, _ in _delete(conn, entries.c.id.in_(victims))]
 
     def live_expiries(self, now: float) -> dict[int, float]:
         """id -> expires_at of every live row (reconciling an index snapshot with the store)."""
@@ -286,6 +336,26 @@ class Store:
         return IndexRow(r.id, r.category, r.scope_hash, r.context_hash, r.expires_at,
                         _vec(r.embedding), r.exact_hash)
 
+    # --- the change log (replicas) ------------------------------------------------------
+    def last_change(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(changes.c.seq))).scalar() or 0)
+
+    def changes_since(self, after: int, also: list[int], limit: int) -> list[Change]:
+        """Changes with ``seq > after``, plus those of ``also`` (sequence numbers skipped
+        earlier because their transaction had not committed yet), in sequence order."""
+        cond = changes.c.seq > after
+        if also:
+            cond = sa.or_(cond, changes.c.seq.in_(also))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(changes).where(cond).order_by(changes.c.seq)
+                                .limit(limit)).all()
+        return [Change(r.seq, r.op, r.entry_id, r.category, r.at) for r in rows]
+
+    def prune_changes(self, before: float) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(changes.delete().where(changes.c.at < before)).rowcount)
+
     # --- admin ------------------------------------------------------------------------
     def list_entries(
         self, *, category: str | None, namespace: str | None, limit: int, offset: int
@@ -324,10 +394,7 @@ class Store:
         if not conds:
             return []
         with self.engine.begin() as conn:
-            rows = conn.execute(sa.select(entries.c.id, entries.c.category).where(*conds)).all()
-            if rows:
-                conn.execute(entries.delete().where(entries.c.id.in_([r.id for r in rows])))
-        return [(r.id, r.category) for r in rows]
+            return _delete(conn, sa.and_(*conds))
 
     def record_feedback(self, entry: dict[str, Any], reason: str | None, now: float) -> None:
         """Record the wrong hit and delete its entry, in one transaction."""
@@ -335,7 +402,7 @@ class Store:
             conn.execute(feedback.insert().values(
                 entry_id=entry["id"], namespace=entry["namespace"], category=entry["category"],
                 query_text=entry["query_text"], reason=reason, created_at=now))
-            conn.execute(entries.delete().where(entries.c.id == entry["id"]))
+            _delete(conn, entries.c.id == entry["id"])
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -24,8 +24,8 @@ def fingerprint(svc: CacheService) -> str:
 
 
 async def rebuild(svc: CacheService) -> None:
-    """The indexes from a snapshot reconciled with the store, or rebuilt from every live row;
-    then ready."""
+    """The indexes from a snapshot reconciled with the store, or rebuilt from every live row.
+    The caller reports ready after it (and after the change log's catch-up)."""
     started, count = time.monotonic(), 0
     snap_dir = svc.settings.index_snapshot_dir
     snap = None
@@ -36,18 +36,10 @@ async def rebuild(svc: CacheService) -> None:
         )
     if snap is not None:
         svc.indexes, svc.exact = snap.indexes, snap.exact
-        live = await asyncio.to_thread(svc.store.live_expiries, time.time())
-        present: set[int] = set()
-        for name, index in svc.indexes.items():
-            held = index.expires()
-            # gone from the store, or the id reused by a newer row (another expiry)
-            svc._drop(name, [i for i, exp in held.items() if live.get(i) != exp])
-            present.update(i for i in held if live.get(i) == held[i])
-        rows = await asyncio.to_thread(svc.store.index_rows, sorted(set(live) - present))
-        await add_rows(svc, rows)
+        kept, added = await reconcile(svc)
         log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
-                 "store", snap.watermark, len(present), len(rows))
-        count = len(present) + len(rows)
+                 "store", snap.watermark, kept, added)
+        count = kept + added
     else:
         counts = await asyncio.to_thread(svc.store.live_counts, time.time())
         for name, n in counts.items():
@@ -62,8 +54,21 @@ async def rebuild(svc: CacheService) -> None:
             count += len(batch)
             log.info("index rebuild: %d entries loaded", count)
     await asyncio.to_thread(trim_heap)  # the rebuild's row batches are garbage now
-    log.info("index ready: %d entries in %.2fs", count, time.monotonic() - started)
-    svc.warm.set()
+    log.info("index loaded: %d entries in %.2fs", count, time.monotonic() - started)
+
+
+async def reconcile(svc: CacheService) -> tuple[int, int]:
+    """Make the indexes match the store's live rows: drop what is gone (or whose id was reused:
+    another expiry), add what is missing. The entries kept and added."""
+    live = await asyncio.to_thread(svc.store.live_expiries, time.time())
+    present: set[int] = set()
+    for name, index in svc.indexes.items():
+        held = index.expires()
+        svc._drop(name, [i for i, exp in held.items() if live.get(i) != exp])
+        present.update(i for i in held if live.get(i) == held[i])
+    rows = await asyncio.to_thread(svc.store.index_rows, sorted(set(live) - present))
+    await add_rows(svc, rows)
+    return len(present), len(rows)
 
 
 async def add_rows(svc: CacheService, rows: list[Any]) -> None:
