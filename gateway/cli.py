@@ -80,12 +80,20 @@ def demo(
     database_url: Annotated[
         str | None, typer.Option(help="Store to use (default: a temporary SQLite file)")
     ] = None,
+    real_model: Annotated[bool, typer.Option(
+        "--real-model", help="A real LLM (SmolLM2-135M on llama.cpp, CPU) instead of the fake "
+        "one; needs SEMCACHE_REAL_MODEL=1 bash scripts/install")] = False,
 ) -> None:
     """Gateway + built-in fake LLM + a mixed workload; prints hits per category."""
     logging.basicConfig(level="WARNING")
     from gateway.demo import run
+    from gateway.real_model import RealModelUnavailable
 
-    run(database_url, echo=typer.echo)
+    try:
+        run(database_url, echo=typer.echo, real_model=real_model)
+    except RealModelUnavailable as exc:
+        typer.echo(f"--real-model: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]

@@ -1,4 +1,5 @@
-"""``semcache demo``: the gateway on embedded defaults in front of the built-in fake LLM.
+"""``semcache demo``: the gateway on embedded defaults in front of the built-in fake LLM
+(or, with ``--real-model``, llama.cpp's server running SmolLM2-135M-Instruct on the CPU).
 
 A small mixed workload (paraphrases across categories, plus near-misses that must *not* hit)
 goes through the official openai client; the table shows what the cache did per category.
@@ -54,21 +55,37 @@ class Row:
 
 
 @contextmanager
-def local_stack(database_url: str | None = None) -> Iterator[str]:
-    """The built-in fake LLM and a gateway in front of it (threads, loopback); the gateway's
-    URL. Without ``database_url`` the store is a temporary SQLite file."""
+def _upstream(real_model: bool) -> Iterator[str]:
+    """The backend's OpenAI base URL: the built-in fake LLM, or the real model's server."""
+    if real_model:
+        from gateway.real_model import llama_server
+        from gateway.serverthread import free_port
+
+        with llama_server(free_port()) as base:
+            yield base
+        return
+    from gateway.fake_upstream import create_fake_app
+    from gateway.serverthread import ServerThread
+
+    with ServerThread(create_fake_app()) as upstream:
+        yield f"{upstream.url}/v1"
+
+
+@contextmanager
+def local_stack(database_url: str | None = None, real_model: bool = False) -> Iterator[str]:
+    """A backend and a gateway in front of it (loopback); the gateway's URL. Without
+    ``database_url`` the store is a temporary SQLite file."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import httpx
 
     from gateway.app import create_app
     from gateway.config import Settings
-    from gateway.fake_upstream import create_fake_app
     from gateway.serverthread import ServerThread
 
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{tmp}/demo.db"
-        with ServerThread(create_fake_app()) as upstream:
-            settings = Settings(upstream_url=f"{upstream.url}/v1", database_url=url)
+        with _upstream(real_model) as upstream_url:
+            settings = Settings(upstream_url=upstream_url, database_url=url)
             with ServerThread(create_app(settings)) as gateway:
                 deadline = time.monotonic() + 120
                 while httpx.get(f"{gateway.url}/readyz").status_code != 200:
@@ -78,26 +95,34 @@ def local_stack(database_url: str | None = None) -> Iterator[str]:
                 yield gateway.url
 
 
-def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[str, Row]:
+def run(database_url: str | None, echo: Callable[[str], None] = print,
+        real_model: bool = False) -> dict[str, Row]:
     import openai
 
-    with local_stack(database_url) as gateway_url:
+    with local_stack(database_url, real_model) as gateway_url:
         client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="demo")
         rows: dict[str, Row] = defaultdict(Row)
         wrong = 0
+        model = "smollm2-135m-instruct" if real_model else "fake-small"
+        # a real model's answer cut at max_tokens (finish_reason "length") is never stored:
+        # ask for short answers so most of them finish
+        system = [{"role": "system", "content": "Answer in one or two short sentences."}] \
+            if real_model else []
 
-        def ask(q: str) -> tuple[str, str, float | None]:
+        def ask(q: str) -> tuple[str, str, float | None, str]:
             raw = client.chat.completions.with_raw_response.create(
-                model="fake-small", messages=[{"role": "user", "content": q}]
+                model=model, messages=[*system, {"role": "user", "content": q}],  # type: ignore[list-item]
+                max_tokens=96, temperature=0,
             )
             h = raw.headers
             sim = h.get("x-semcache-similarity")
+            answer = raw.parse().choices[0].message.content or ""
             return h["x-semcache"], h.get("x-semcache-category", "-"), (
-                float(sim) if sim else None)
+                float(sim) if sim else None), answer
 
         for group in PARAPHRASES:
             for q in group:
-                outcome, cat, sim = ask(q)
+                outcome, cat, sim, answer = ask(q)
                 row = rows[cat]
                 row.requests += 1
                 row.hits += outcome == "hit"
@@ -105,9 +130,11 @@ def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[s
                 if sim is not None:
                     row.sims = [*(row.sims or []), sim]
                 echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
+                if real_model:
+                    echo(f"{'':24}-> {' '.join(answer.split())[:100]}")
         echo("near misses (a hit would be a wrong answer):")
         for q in NEAR_MISSES:
-            outcome, cat, sim = ask(q)
+            outcome, cat, sim, _ = ask(q)
             rows[cat].requests += 1
             wrong += outcome == "hit"
             echo(f"  {outcome:6} {cat:13} {f'{sim:.3f}' if sim else '     '}  {q}")
@@ -122,4 +149,7 @@ def run(database_url: str | None, echo: Callable[[str], None] = print) -> dict[s
     hits = sum(r.hits for r in rows.values())
     echo(f"{'all':14}{total:>9}{hits:>6}{hits / total:>10.0%}")
     echo(f"wrong hits on near misses: {wrong} of {len(NEAR_MISSES)}")
+    if real_model:
+        echo("(an answer cut at max_tokens, finish_reason 'length', is not stored: its "
+             "paraphrases miss)")
     return dict(rows)

@@ -10,6 +10,10 @@ from a fresh one. Behaviour is steered per request by headers (the gateway forwa
     x-fake-finish: length       finish_reason to report (default "stop")
     x-fake-bad-json: 1          answer 200 with a body that is not JSON
 
+Like a real server (llama.cpp's, measured in tests/integration/test_real_model.py), it honours
+``max_tokens`` (the answer is cut, ``finish_reason: "length"``) and has a context window
+(``context_tokens``; a longer prompt gets 400 ``context_length_exceeded``). Tokens are words.
+
 ``GET /fake/stats`` tells how many requests each path received; ``POST /fake/reset`` zeroes it.
 ``GET /metrics`` exports the load gauges vLLM exports (same names), from the requests in flight.
 """
@@ -55,7 +59,8 @@ def _tokens(text: str) -> int:
 
 
 def create_fake_app(
-    *, chunk_delay_s: float = 0.0, capacity: int | None = None, service_time_s: float = 0.0
+    *, chunk_delay_s: float = 0.0, capacity: int | None = None, service_time_s: float = 0.0,
+    context_tokens: int = 8192,
 ) -> FastAPI:
     """``capacity``: like a GPU server, at most this many requests are generated at once, each
     taking ``service_time_s``; the rest queue (``vllm:num_requests_waiting``), so latency
@@ -141,12 +146,23 @@ def create_fake_app(
         prompt = _last_user_text(body["messages"]) if chat else str(body.get("prompt", ""))
         text = fake_text(model, prompt)
         finish = h.get("x-fake-finish", "stop")
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        prompt_tokens = _tokens(" ".join(
+            str(m.get("content") or "") for m in body["messages"]) if chat else prompt)
+        if prompt_tokens + (limit or 0) > context_tokens:
+            return JSONResponse({"error": {
+                "message": f"This model's maximum context length is {context_tokens} tokens. "
+                f"However, you requested {prompt_tokens + (limit or 0)} tokens.",
+                "type": "invalid_request_error", "param": "messages" if chat else "prompt",
+                "code": "context_length_exceeded"}}, status_code=400)
+        if isinstance(limit, int) and 0 < limit < _tokens(text):
+            text, finish = " ".join(text.split()[:limit]), "length"
         rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.md5(str(time.time_ns()).encode()).hexdigest()
         created = int(time.time())
         usage = {
-            "prompt_tokens": _tokens(prompt),
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": _tokens(text),
-            "total_tokens": _tokens(prompt) + _tokens(text),
+            "total_tokens": prompt_tokens + _tokens(text),
         }
         if not body.get("stream"):
             choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}

@@ -332,3 +332,25 @@ def test_restart_from_index_snapshot_reconciles_with_store(
 
     rebuilt = start()  # no snapshot: rebuilt from the (zeroed) store rows
     assert chat_fn(rebuilt)("Which ocean is the largest on Earth?")[1]["x-semcache"] == "miss"
+
+
+def test_answers_cut_at_max_tokens_are_not_stored_and_context_errors_pass_through(
+    gw: ServerThread, upstream_stats: Callable[[], dict[str, int]]
+) -> None:
+    """The two behaviours the real server showed that the fake now has too."""
+    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-t", max_retries=0)
+    _clients.append(c)
+    msgs: Any = [{"role": "user", "content": "Describe the water cycle"}]
+    for _ in range(2):
+        cut = c.chat.completions.with_raw_response.create(model="fake-small", messages=msgs,
+                                                          max_tokens=3)
+        assert cut.headers["x-semcache"] == "miss"
+        assert cut.parse().choices[0].finish_reason == "length"
+        assert cut.parse().usage is not None and cut.parse().usage.completion_tokens == 3
+    full = c.chat.completions.with_raw_response.create(model="fake-small", messages=msgs)
+    assert full.headers["x-semcache"] == "miss" and full.parse().choices[0].finish_reason == "stop"
+    assert upstream_stats()["/v1/chat/completions"] == 3
+    with pytest.raises(openai.BadRequestError) as info:
+        c.chat.completions.create(model="fake-small",
+                                  messages=[{"role": "user", "content": "word " * 9000}])
+    assert info.value.code == "context_length_exceeded"
