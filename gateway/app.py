@@ -16,6 +16,7 @@ from gateway.deps import Services
 from gateway.errors import install_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import RequestIdMiddleware
+from gateway.routing import Router
 from gateway.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = Metrics()
         upstream = Upstream(settings, metrics)
+        upstream.router = Router(settings, metrics)
+        upstream.router.start(upstream.client)
         services = Services(settings=settings, upstream=upstream, metrics=metrics)
         app.state.services = services
         try:
@@ -47,6 +50,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
             services.ready = False
             if services.cache is not None:
                 await services.cache.aclose()
+            await upstream.router.aclose()
             await upstream.aclose()
 
     app = FastAPI(title="semcache", version=__version__, lifespan=lifespan)

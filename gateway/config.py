@@ -10,13 +10,41 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+ChunkFormat = Literal["none", "blend-separator", "messages", "canonical-order"]
+
+
+class Backend(BaseModel):
+    """One OpenAI-compatible backend replica (``SEMCACHE_BACKENDS``, docs/ROUTING.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="OpenAI base URL, e.g. http://gpu-1:8000/v1")
+    name: str | None = Field(None, description="Label in metrics (default: host:port)")
+    weight: float = Field(1.0, gt=0, description="Share of the load relative to the others")
+    chunk_format: ChunkFormat = "none"
+    tokenizer: Path | None = Field(
+        None, description="Local tokenizer directory of the backend's model (blend-separator)")
+    blend_separator: str = Field(" # # ", description="LMCache's blend_special_str")
+    kv_capacity_tokens: int = Field(
+        2_000_000, ge=1, description="Tokens of chunk KV the backend can hold (registry size)")
+
+    @field_validator("url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("backend url must start with http:// or https://")
+        return v.rstrip("/")
+
+    def label(self) -> str:
+        return self.name or self.url.split("://", 1)[1].split("/", 1)[0]
 
 
 class Settings(BaseSettings):
@@ -38,6 +66,25 @@ class Settings(BaseSettings):
     upstream_metrics_url: str | None = Field(
         None, description="Backend Prometheus endpoint for its load (default: upstream root + "
         "/metrics; 'off' to use only what the gateway observes).",
+    )
+    backends: list[Backend] = Field(
+        default_factory=list, description="Several backend replicas (JSON list); requests are "
+        "routed among them (`routing`). Empty: the one `upstream_url`.",
+    )
+    routing: Literal["chunk-affinity", "least-loaded", "round-robin"] = Field(
+        "chunk-affinity", description="How a miss picks its backend among `backends`.",
+    )
+    routing_epsilon: float = Field(
+        0.2, gt=0, le=4, description="Bounded load: no backend gets more than (1+ε)× its share.",
+    )
+    routing_window_s: float = Field(
+        30.0, gt=0, description="Half-life of the recent-assignment count that measures load.",
+    )
+    chunk_delimiter: str | None = Field(
+        None, description="Also split message texts / prompts into chunks at this string.",
+    )
+    backend_probe_interval_s: float = Field(
+        2.0, gt=0, description="How often backends are probed (health, reuse counters).",
     )
     load_poll_interval_s: float = Field(1.0, gt=0, description="How often the load is updated.")
     load_queue_full: float = Field(

@@ -16,6 +16,10 @@ Like a real server (llama.cpp's, measured in tests/integration/test_real_model.p
 
 ``GET /fake/stats`` tells how many requests each path received; ``POST /fake/reset`` zeroes it.
 ``GET /metrics`` exports the load gauges vLLM exports (same names), from the requests in flight.
+
+As a backend replica behind the router it also keeps a pretend KV cache of chunks (list-of-parts
+message contents, ``gateway.chunks``): ``vllm:prefix_cache_queries``/``hits`` count their
+tokens, and ``GET /fake/requests`` lists the recent request bodies with their chunk digests.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import Counter as Counter_
 from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.chunks import request_chunks
 
 _WORDS = (
     "the a cache model answer token vector index query result value system fast data "
@@ -77,6 +84,26 @@ def create_fake_app(
                      registry=registry)
     for g in (running, waiting, kv_usage):
         g.labels("fake").set(0)
+    queries = Counter_("vllm:prefix_cache_queries", "Prefix cache queried tokens.", labels,
+                       registry=registry)
+    hits = Counter_("vllm:prefix_cache_hits", "Prefix cache hit tokens.", labels,
+                    registry=registry)
+    kv_chunks: set[bytes] = set()
+    recent: deque[dict[str, Any]] = deque(maxlen=500)
+
+    def record(path: str, body: dict[str, Any]) -> None:
+        endpoint = "chat" if path.endswith("chat/completions") else "completions"
+        chunks = request_chunks(endpoint, body, None)
+        for c in chunks:
+            queries.labels("fake").inc(c.tokens)
+            if c.digest in kv_chunks:
+                hits.labels("fake").inc(c.tokens)
+            kv_chunks.add(c.digest)
+        recent.append({"path": path, "body": body, "chunks": [c.digest.hex() for c in chunks]})
+
+    @app.get("/fake/requests")
+    async def get_requests() -> list[dict[str, Any]]:
+        return list(recent)
 
     @app.post("/fake/load")
     async def set_load(request: Request) -> dict[str, float]:
@@ -142,6 +169,7 @@ def create_fake_app(
         if h.get("x-fake-bad-json"):
             return Response(b"{not json", media_type="application/json")
         body = orjson.loads(await request.body())
+        record(request.url.path, body)
         model = body.get("model", "fake")
         prompt = _last_user_text(body["messages"]) if chat else str(body.get("prompt", ""))
         text = fake_text(model, prompt)
@@ -273,6 +301,8 @@ def create_fake_app(
     @app.post("/fake/reset")
     async def reset() -> dict[str, str]:
         stats.clear()
+        recent.clear()
+        kv_chunks.clear()
         waiting.labels("fake").set(0)
         kv_usage.labels("fake").set(0)
         return {"status": "reset"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -63,8 +63,11 @@ async def forward_completion(
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
     is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
 
+    convert = resp.extensions.get("semcache_convert")  # the backend's format -> the client's
     if resp.status_code >= 400 or not (stream and is_sse):
         content = await read_body(resp)
+        if convert is not None and resp.status_code < 400:
+            content = convert.body(content)
         if resp.status_code < 400 and on_complete is not None:
             try:
                 parsed = orjson.loads(content)
@@ -80,8 +83,11 @@ async def forward_completion(
         # The answer is stored before the chunk carrying ``[DONE]`` is passed on, so a client
         # that saw the end of its stream can count on the next identical question hitting.
         parser, assembler, finished = SSEParser(), StreamAssembler(endpoint), False
+        body = iter_body(resp, raw=False)
+        if convert is not None:
+            body = convert.stream(body)
         try:
-            async for chunk in _guarded(iter_body(resp, raw=False), sse=True):
+            async for chunk in _guarded(body, sse=True):
                 for data in parser.feed(chunk):
                     assembler.feed(data)
                 if assembler.done and not finished:
@@ -97,12 +103,15 @@ async def forward_completion(
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
 
 
-def open_completion(
+async def open_completion(
     upstream: Upstream, endpoint: Endpoint, incoming_headers: Mapping[str, str], body: bytes
-) -> Coroutine[Any, Any, httpx.Response]:
-    """Send the (chat) completion upstream; resolves when its status line arrived."""
+) -> httpx.Response:
+    """Send the (chat) completion upstream — to the backend the router picks, in its chunk
+    format, when there are several (``routing.py``); returns when its status line arrived."""
     headers = upstream.request_headers(incoming_headers, identity=True)
-    return upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
+    if upstream.router is not None and upstream.router.active:
+        return await upstream.router.send(upstream, endpoint, headers, body)
+    return await upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
 
 
 async def discard(task: asyncio.Task[httpx.Response]) -> None:

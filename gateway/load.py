@@ -47,7 +47,7 @@ def metrics_url(settings: Settings) -> str | None:
         return None
     if settings.upstream_metrics_url:
         return settings.upstream_metrics_url
-    base = settings.upstream_url
+    base = settings.backends[0].url if settings.backends else settings.upstream_url
     return (base[: -len("/v1")] if base.endswith("/v1") else base) + "/metrics"
 
 

@@ -106,6 +106,31 @@ class Metrics:
             "semcache_sync_resyncs_total",
             "Full reconciliations with the store after being cut off beyond the log's retention.",
             registry=r)
+        self.backend_up = Gauge(
+            "semcache_backend_up", "1 while a backend replica is in rotation.", ["backend"],
+            registry=r)
+        self.backend_assigned_load = Gauge(
+            "semcache_backend_assigned_load",
+            "Requests recently routed to a backend (decayed count; docs/ROUTING.md).",
+            ["backend"], registry=r)
+        self.backend_requests = Counter(
+            "semcache_backend_requests_total", "Requests routed to each backend.", ["backend"],
+            registry=r)
+        self.chunk_tokens = Counter(
+            "semcache_chunk_tokens_total",
+            "Chunk tokens routed to a backend, by whether the gateway predicts the backend holds "
+            "them (hit) or not (miss).", ["backend", "predicted"], registry=r)
+        self.routing_imbalance = Gauge(
+            "semcache_routing_imbalance", "max / mean of the backends' assigned load.",
+            registry=r)
+        self.backend_failovers = Counter(
+            "semcache_backend_failovers_total",
+            "Requests moved off a backend that failed before answering.", ["backend"],
+            registry=r)
+        self.backend_measured_reuse = Gauge(
+            "semcache_backend_measured_reuse",
+            "Reuse the backend reports itself: hit tokens / queried tokens of its counters.",
+            ["backend", "source"], registry=r)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
     from gateway.load import LoadMonitor
+    from gateway.routing import Router
 
 # RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
 HOP_BY_HOP = frozenset(
@@ -56,7 +57,8 @@ class Upstream:
     ):
         self.metrics = metrics or Metrics()
         self.load: LoadMonitor | None = None  # set by the cache, which adapts to it
-        self.base_url = settings.upstream_url
+        self.base_url = settings.backends[0].url if settings.backends else settings.upstream_url
+        self.router: Router | None = None
         self._api_key = settings.upstream_api_key
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(
@@ -93,8 +95,8 @@ class Upstream:
             out["accept-encoding"] = "identity"
         return out
 
-    def url(self, path: str, query: str = "") -> str:
-        url = f"{self.base_url}/{path.lstrip('/')}"
+    def url(self, path: str, query: str = "", base_url: str | None = None) -> str:
+        url = f"{base_url or self.base_url}/{path.lstrip('/')}"
         return f"{url}?{query}" if query else url
 
     async def open(
@@ -105,13 +107,14 @@ class Upstream:
         headers: Mapping[str, str],
         content: bytes | None = None,
         query: str = "",
+        base_url: str | None = None,
     ) -> httpx.Response:
         """Send and return once the status and headers arrived; the body is still to be read.
 
         The caller must ``aclose()`` the response (``iter_body`` does it).
         """
         request = self.client.build_request(
-            method, self.url(path, query), headers=headers, content=content
+            method, self.url(path, query, base_url), headers=headers, content=content
         )
         start = time.perf_counter()
         load = self.load

@@ -1,0 +1,275 @@
+"""Which backend replica gets a miss: KV-chunk affinity under bounded load.
+
+A backend that already prefilled a chunk (a retrieved passage) keeps its KV cache (vLLM's
+prefix cache, LMCache's CacheBlend store) and can reuse it for the next request carrying that
+chunk. The gateway sees all traffic, so it keeps, per backend, a registry of the chunks it sent
+there (an LRU bounded by the backend's KV capacity in tokens, so its view matches what the
+engine can still hold) and sends each request where most of its chunk tokens already are.
+
+Affinity alone would pile popular chunks onto one replica, so the choice is bounded (consistent
+hashing with bounded loads, Mirrokni, Thorup & Zadimoghaddam, SODA 2018): a backend is eligible
+only while its load is at most (1+ε) × its weighted share of the total. Among the eligible,
+the one holding the most of the request's chunk tokens wins; with no holder, the request's
+anchor chunk (its largest) is placed on a hash ring (100 virtual nodes per unit of weight) and
+walks clockwise to the first eligible backend, so a new chunk set lands on a stable home.
+Requests without chunks go to the least loaded. Load = requests assigned, decayed with a
+half-life of ``routing_window_s`` (recent request rate, which is what the bound is about).
+
+Health: a backend that refuses the connection, times out before answering, or answers
+502/503/504 leaves the rotation and the request moves to the next candidate (nothing has reached
+the client yet); a prober brings it back when ``/models`` answers again. The prober also reads
+each backend's reuse counters (vLLM, LMCache) to export the *measured* reuse next to the
+*predicted* one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import chunk_format
+from gateway.chunks import Chunk, request_chunks
+from gateway.config import Backend, Settings
+from gateway.errors import UpstreamError
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# reuse counters a backend may expose, in tokens: source label, hits family, queries family
+# (vLLM's prefix cache and its KV-connector/LMCache side, LMCache's own exporter)
+REUSE_COUNTERS = (
+    ("vllm_prefix_cache", "vllm:prefix_cache_hits", "vllm:prefix_cache_queries"),
+    ("vllm_external_prefix_cache", "vllm:external_prefix_cache_hits",
+     "vllm:external_prefix_cache_queries"),
+    ("lmcache", "lmcache:num_hit_tokens", "lmcache:num_requested_tokens"),
+)
+FAILOVER_STATUSES = frozenset({502, 503, 504})
+
+
+class BackendState:
+    def __init__(self, cfg: Backend, half_life_s: float, delimiter: str | None = None):
+        self.cfg = cfg
+        self.label = cfg.label()
+        self.url = cfg.url
+        self.up = True
+        self.registry: OrderedDict[bytes, int] = OrderedDict()
+        self.registry_tokens = 0
+        self._load, self._stamp, self._half_life = 0.0, time.monotonic(), half_life_s
+        self.formatter = chunk_format.formatter(cfg, delimiter)
+        self.measured: dict[str, float] = {}
+
+    def load(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        return self._load * 0.5 ** ((now - self._stamp) / self._half_life)
+
+    def add_load(self, now: float) -> None:
+        self._load, self._stamp = self.load(now) + 1.0, now
+
+    def held_tokens(self, chunks: list[Chunk]) -> int:
+        return sum(c.tokens for c in chunks if c.digest in self.registry)
+
+    def register(self, chunks: list[Chunk]) -> None:
+        for c in chunks:
+            if c.digest in self.registry:
+                self.registry.move_to_end(c.digest)
+            else:
+                self.registry[c.digest] = c.tokens
+                self.registry_tokens += c.tokens
+        while self.registry_tokens > self.cfg.kv_capacity_tokens and self.registry:
+            _, tokens = self.registry.popitem(last=False)
+            self.registry_tokens -= tokens
+
+
+class Router:
+    def __init__(self, settings: Settings, metrics: Metrics):
+        configs = settings.backends or [Backend(url=settings.upstream_url)]
+        self.settings = settings
+        self.metrics = metrics
+        self.policy = settings.routing
+        self.backends = [BackendState(c, settings.routing_window_s, settings.chunk_delimiter)
+                         for c in configs]
+        labels = [b.label for b in self.backends]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"backend names must differ: {labels}")
+        self._ring: list[tuple[int, int]] = sorted(
+            (_h(f"{b.label}#{v}".encode()), i)
+            for i, b in enumerate(self.backends) for v in range(max(1, round(100 * b.cfg.weight)))
+        )
+        self._ring_keys = [k for k, _ in self._ring]
+        self._rr = 0
+        self._task: asyncio.Task[None] | None = None
+        for b in self.backends:
+            metrics.backend_up.labels(b.label).set_function(lambda b=b: float(b.up))
+            metrics.backend_assigned_load.labels(b.label).set_function(lambda b=b: b.load())
+            metrics.backend_requests.labels(b.label)
+            metrics.backend_failovers.labels(b.label)
+            for kind in ("hit", "miss"):
+                metrics.chunk_tokens.labels(b.label, kind)
+        metrics.routing_imbalance.set_function(self.imbalance)
+
+    @property
+    def active(self) -> bool:
+        """Worth routing at all: several backends, or a chunk format to apply."""
+        return len(self.backends) > 1 or self.backends[0].formatter is not None
+
+    # --- the choice -----------------------------------------------------------------------
+    def imbalance(self) -> float:
+        """max / mean of the current (decayed) load over healthy backends, weighted."""
+        now = time.monotonic()
+        up = [b for b in self.backends if b.up] or self.backends
+        norm = [b.load(now) / b.cfg.weight for b in up]
+        mean = sum(norm) / len(norm)
+        return max(norm) / mean if mean > 0 else 1.0
+
+    def route(self, chunks: list[Chunk]) -> list[BackendState]:
+        """Candidates in order of preference (the first is the choice, the rest failover)."""
+        now = time.monotonic()
+        up = [b for b in self.backends if b.up] or list(self.backends)
+        by_load = sorted(up, key=lambda b: b.load(now) / b.cfg.weight)
+        if self.policy == "round-robin":
+            self._rr += 1
+            first = up[self._rr % len(up)]
+        elif self.policy == "least-loaded" or not chunks:
+            first = by_load[0]
+        else:
+            total = sum(b.load(now) for b in up)
+            weights = sum(b.cfg.weight for b in up)
+            eps = self.settings.routing_epsilon
+
+            def eligible(b: BackendState) -> bool:
+                return b.load(now) + 1 <= (1 + eps) * (total + 1) * b.cfg.weight / weights
+
+            anchor = max(chunks, key=lambda c: (c.tokens, c.digest))
+            ring = [b for b in self._walk(anchor.digest) if b in up]
+            allowed = [b for b in ring if eligible(b)]
+            if allowed:
+                first = max(allowed, key=lambda b: b.held_tokens(chunks))  # ring order on ties
+            else:
+                first = by_load[0]
+        return [first] + [b for b in by_load if b is not first]
+
+    def _walk(self, digest: bytes) -> list[BackendState]:
+        start = bisect.bisect(self._ring_keys, _h(digest))
+        seen: list[BackendState] = []
+        for k in range(len(self._ring)):
+            b = self.backends[self._ring[(start + k) % len(self._ring)][1]]
+            if b not in seen:
+                seen.append(b)
+                if len(seen) == len(self.backends):
+                    break
+        return seen
+
+    def assign(self, b: BackendState, chunks: list[Chunk]) -> None:
+        held = b.held_tokens(chunks)
+        total = sum(c.tokens for c in chunks)
+        b.add_load(time.monotonic())
+        b.register(chunks)
+        self.metrics.backend_requests.labels(b.label).inc()
+        if total:
+            self.metrics.chunk_tokens.labels(b.label, "hit").inc(held)
+            self.metrics.chunk_tokens.labels(b.label, "miss").inc(total - held)
+
+    def failed(self, b: BackendState, why: str) -> None:
+        if b.up:
+            log.warning("backend %s out of rotation: %s", b.label, why)
+        b.up = False
+        self.metrics.backend_failovers.labels(b.label).inc()
+
+    # --- sending ----------------------------------------------------------------------------
+    async def send(self, upstream: Any, endpoint: str, headers: Mapping[str, str],
+                   body: bytes) -> httpx.Response:
+        """Send a (chat) completion to the chosen backend, in its chunk format; move to the
+        next candidate if it fails before answering."""
+        from gateway.upstream import close
+
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        chunks = request_chunks(endpoint, data, self.settings.chunk_delimiter) \
+            if isinstance(data, dict) else []
+        candidates = self.route(chunks)
+        last: UpstreamError | None = None
+        for n, b in enumerate(candidates):
+            prepared = chunk_format.prepare(b.formatter, endpoint, data, body, chunks)
+            self.assign(b, chunks)
+            try:
+                resp: httpx.Response = await upstream.open(
+                    "POST", prepared.path, headers=headers, content=prepared.body,
+                    base_url=b.url)
+            except UpstreamError as exc:
+                self.failed(b, exc.message)
+                last = exc
+                continue
+            if resp.status_code in FAILOVER_STATUSES and n + 1 < len(candidates):
+                await close(resp)
+                self.failed(b, f"answered {resp.status_code}")
+                continue
+            if prepared.convert is not None:
+                resp.extensions["semcache_convert"] = prepared.convert
+            return resp
+        assert last is not None
+        raise last
+
+    # --- probing ----------------------------------------------------------------------------
+    def start(self, client: httpx.AsyncClient) -> None:
+        if self.active:
+            self._task = asyncio.get_running_loop().create_task(self._probe_forever(client))
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _probe_forever(self, client: httpx.AsyncClient) -> None:
+        while True:
+            await asyncio.sleep(self.settings.backend_probe_interval_s)
+            await asyncio.gather(*(self.probe(client, b) for b in self.backends))
+
+    async def probe(self, client: httpx.AsyncClient, b: BackendState) -> None:
+        try:
+            r = await client.get(f"{b.url}/models", timeout=2.0)
+            alive = r.status_code < 500
+        except httpx.HTTPError:
+            alive = False
+        if alive and not b.up:
+            log.info("backend %s back in rotation", b.label)
+        b.up = alive
+        if not alive:
+            return
+        root = b.url[: -len("/v1")] if b.url.endswith("/v1") else b.url
+        try:
+            r = await client.get(f"{root}/metrics", timeout=2.0)
+        except httpx.HTTPError:
+            return
+        if r.status_code == 200:
+            b.measured = read_reuse(r.text)
+            for source, ratio in b.measured.items():
+                self.metrics.backend_measured_reuse.labels(b.label, source).set(ratio)
+
+
+def read_reuse(text: str) -> dict[str, float]:
+    """hits / queries for each reuse counter pair the backend exposes (counter names without
+    their ``_total`` suffix, as the Prometheus parser gives them)."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        values[family.name] = sum(s.value for s in family.samples
+                                  if not s.name.endswith(("_created",)))
+    return {source: values.get(hits, 0.0) / values[queries]
+            for source, hits, queries in REUSE_COUNTERS if values.get(queries)}
+
+
+def _h(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
