@@ -224,8 +224,9 @@ class Router:
 
     # --- probing ----------------------------------------------------------------------------
     def start(self, client: httpx.AsyncClient) -> None:
-        if self.active:
-            self._task = asyncio.get_running_loop().create_task(self._probe_forever(client))
+        """Probe the backends (one alone too: its health and reuse counters are worth showing;
+        a lone backend is still sent everything while down, there being nowhere else)."""
+        self._task = asyncio.get_running_loop().create_task(self._probe_forever(client))
 
     async def aclose(self) -> None:
         if self._task is not None:

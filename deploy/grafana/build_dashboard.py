@@ -73,6 +73,21 @@ PANELS = [
     panel(12, "Effective threshold and TTL", [
         ("semcache_effective_threshold", "threshold {{category}}"),
         ("semcache_effective_ttl_seconds", "ttl s {{category}}")], 12, 40),
+    panel(13, "Backends: requests routed and in rotation", [
+        ("sum by (backend) (rate(semcache_backend_requests_total[5m]))", "{{backend}}"),
+        ("sum by (backend) (rate(semcache_backend_failovers_total[5m]))", "failover {{backend}}"),
+        ("min by (backend) (semcache_backend_up)", "up {{backend}}"),
+        ("max(semcache_routing_imbalance)", "imbalance (max/mean)")], 0, 48),
+    panel(14, "KV-chunk reuse: predicted by the gateway vs measured by the backend", [
+        ('sum by (backend) (rate(semcache_chunk_tokens_total{predicted="hit"}[5m])) / '
+         "sum by (backend) (rate(semcache_chunk_tokens_total[5m]))", "predicted {{backend}}"),
+        ("max by (backend, source) (semcache_backend_measured_reuse)",
+         "measured {{backend}} {{source}}")], 12, 48, unit="percentunit"),
+    panel(15, "Replicas: change-log lag and polls", [
+        ("histogram_quantile(0.99, sum by (le) (rate(semcache_sync_lag_seconds_bucket[5m])))",
+         "lag p99"),
+        ("sum(rate(semcache_sync_changes_total[5m]))", "changes/s"),
+        ("sum(rate(semcache_sync_errors_total[5m]))", "poll errors/s")], 0, 56),
 ]
 
 DASHBOARD = {

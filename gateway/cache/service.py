@@ -74,6 +74,8 @@ class CacheService:
         self.install_categories(categories, classifier)
         for operation in ("read", "write", "touch", "sweep"):
             metrics.store_errors.labels(operation)
+        for op in ("put", "delete"):
+            metrics.sync_changes.labels(op)
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -57,7 +58,8 @@ def dashboard_exprs() -> list[str]:
 @pytest.fixture
 def gw(gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
        tmp_path: Path) -> ServerThread:
-    return gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/m.db")
+    return gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/m.db",
+                           backend_probe_interval_s=0.2)
 
 
 def chat(url: str, q: str, **headers: str) -> httpx.Response:
@@ -99,6 +101,11 @@ def test_every_dashboard_and_scrape_metric_exists(
     for q in ("hello there", "hello there", "What is my account balance?"):
         chat(gw.url, q)
     chat(gw.url, "x", **{"x-fake-status": "429"})
+    for _ in range(2):  # a RAG request (passages as content parts): the backend's reuse counters
+        httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "fake-small", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Passage one, long enough."},
+                                         {"type": "text", "text": "What does it say?"}]}]})
+    time.sleep(0.5)  # a probe reads them
     exported = {name for name, _ in samples(gw.url)} | {name for name, _ in samples(fake_upstream.url)}
     families = exported | {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported}
     used = set().union(*(names_in(e) for e in dashboard_exprs()))

@@ -148,6 +148,7 @@ def test_a_dropped_change_log_connection_loses_nothing(
     parts = urlsplit(pg_url)
     proxy = TcpProxy(parts.port or 5432).start()
     via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    b: ServerThread | None = None
     try:
         a = replicas(gateway_factory, embedder, pg_url, n=1)[0]
         b = replicas(gateway_factory, embedder, via_proxy, n=1, store_retry_s=0.2)[0]
@@ -164,6 +165,8 @@ def test_a_dropped_change_log_connection_loses_nothing(
         errors = [ln for ln in metrics.splitlines() if ln.startswith("semcache_sync_errors_total")]
         assert errors and float(errors[0].split()[-1]) > 0
     finally:
+        if b is not None:
+            b.stop()  # while its store is still reachable: it closes its connections cleanly
         proxy.stop()
 
 
