@@ -60,6 +60,11 @@ def gptcache_factory(model_path: str):  # type: ignore[no-untyped-def]
         manager = get_data_manager(
             CacheBase("sqlite", sql_url=f"sqlite:///{d}/cache.db"),
             VectorBase("hnswlib", dimension=384, index_path=str(d / "index.bin")))
+        # GPTCache 0.1.44's hnswlib store returns numpy.uint64 ids, which its SQL store never
+        # matches: out of the box every lookup misses. Plain ints, so its matching is measured.
+        search = manager.v.search
+        manager.v.search = lambda data, top_k=-1: [(float(dist), int(i))
+                                                   for dist, i in search(data, top_k)]
         cache = Cache()
         init_similar_cache(cache_obj=cache, embedding=sbert, data_manager=manager,
                            evaluation=SearchDistanceEvaluation(), config=Config())
@@ -135,7 +140,9 @@ def main() -> None:
         "## GPTCache side by side (`benchmarks/gptcache_side_by_side.py`)", "", stamp(), "",
         f"GPTCache {__import__('gptcache').__version__} as its docs configure a similarity cache "
         "(`init_similar_cache`, SBERT embedding = the same packaged all-MiniLM-L6-v2, SQLite + "
-        f"hnswlib, `SearchDistanceEvaluation`, default `similarity_threshold` {gpt_threshold}) "
+        f"hnswlib, `SearchDistanceEvaluation`, default `similarity_threshold` {gpt_threshold}; "
+        "one fix applied: its hnswlib store returns numpy.uint64 ids that its SQLite store never "
+        "matches, so unpatched every lookup misses — the ids are turned into ints) "
         "against semcache (per-category thresholds + verifier), same pairs, same run. A fresh "
         "cache per pair: put `a`, ask `b`; a hit on a `same: false` pair is a wrong answer.", "",
         "| pairs | n | GPTCache precision | recall | wrong hits | semcache precision | recall "
