@@ -69,3 +69,13 @@ class TcpProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+
+def proxied(database_url: str) -> tuple[TcpProxy, str]:
+    """A started proxy in front of ``database_url``'s server, and the URL that goes through it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(database_url)
+    proxy = TcpProxy(parts.port or 5432, parts.hostname or "127.0.0.1").start()
+    user = f"{parts.username}@" if parts.username else ""
+    return proxy, urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from gateway.embedding import SentenceTransformerEmbedder
 from tests.conftest import GatewayFactory, _pg_schema_url
-from tests.tcpproxy import TcpProxy
+from tests.tcpproxy import proxied
 
 
 @pytest.fixture
@@ -29,9 +28,7 @@ def ask(url: str, q: str) -> httpx.Response:
 def test_store_outage_degrades_to_pass_through_and_recovers(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, pg_url: str
 ) -> None:
-    parts = urlsplit(pg_url)
-    proxy = TcpProxy(parts.port or 5432).start()
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy, via_proxy = proxied(pg_url)
     try:
         gw = gateway_factory(embedder=embedder, database_url=via_proxy, store_retry_s=0.5)
         q = "What is the boiling point of water at sea level?"

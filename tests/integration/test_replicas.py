@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -22,7 +21,7 @@ from gateway.cache.sync import ChangeFollower
 from gateway.embedding import SentenceTransformerEmbedder
 from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory, _pg_schema_url, wait_ready
-from tests.tcpproxy import TcpProxy
+from tests.tcpproxy import proxied
 
 pytestmark = pytest.mark.pg
 ADMIN = {"authorization": "Bearer admin-secret"}
@@ -145,9 +144,7 @@ def test_a_replica_restarted_during_writes_catches_up(
 def test_a_dropped_change_log_connection_loses_nothing(
     pg_url: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder
 ) -> None:
-    parts = urlsplit(pg_url)
-    proxy = TcpProxy(parts.port or 5432).start()
-    via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
+    proxy, via_proxy = proxied(pg_url)
     b: ServerThread | None = None
     try:
         a = replicas(gateway_factory, embedder, pg_url, n=1)[0]
