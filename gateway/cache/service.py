@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.cache import policy, sync, warmup
+from gateway.cache import policy, upkeep, warmup
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
@@ -79,7 +79,7 @@ class CacheService:
         self.warm = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0
-        self._hits: dict[int, tuple[int, float]] = {}
+        self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
 
     def _load_changed(self, factor: float) -> None:
@@ -132,29 +132,10 @@ class CacheService:
         store = Store(make_engine(settings.database_url))
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service.load.start(upstream.client)
-        service._spawn(service._warm_up())
-        service._spawn(service._sweep_forever())
-        service._spawn(service._flush_hits_forever())
+        service._spawn(warmup.warm_up(service))
+        service._spawn(upkeep.sweep_forever(service))
+        service._spawn(upkeep.flush_hits_forever(service))
         return service
-
-    async def _warm_up(self) -> None:
-        """Indexes from the store (or a snapshot); with replicas, then the changes made
-        meanwhile; only then ready. A store that is down at start-up is waited for."""
-        while True:
-            try:
-                if self.follower is not None:
-                    self.follower.start_at(await asyncio.to_thread(self.store.last_change))
-                await warmup.rebuild(self)
-                if self.follower is not None:
-                    await sync.apply(self, self.follower)
-                break
-            except SQLAlchemyError:
-                self._store_failed("read")
-                await asyncio.sleep(self.settings.store_retry_s)
-        self.warm.set()
-        log.info("cache ready")
-        if self.follower is not None:
-            self._spawn(sync.follow_forever(self, self.follower))
 
     async def aclose(self) -> None:
         await self.load.aclose()
@@ -164,7 +145,7 @@ class CacheService:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self._flush_hits()
+        await upkeep.flush_hits(self)
         try:
             await warmup.save_snapshot(self)
         except Exception:
@@ -181,27 +162,6 @@ class CacheService:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.sweep_interval_s)
-            try:
-                await self.sweep()
-            except SQLAlchemyError:
-                self._store_failed("sweep")
-
-    async def sweep(self) -> int:
-        """Delete expired rows from the store and their labels from the indexes."""
-        now = time.time()
-        swept = await asyncio.to_thread(self.store.sweep_expired, now)
-        for entry_id, category in swept:
-            if category in self.indexes:
-                self._drop(category, [entry_id])
-                self.metrics.expirations.labels(category).inc()
-        for name, index in self.indexes.items():  # rows another process already deleted
-            self._drop(name, index.expired(now))
-        await asyncio.to_thread(self.store.prune_changes, now - self.settings.change_retention_s)
-        return len(swept)
 
     def _drop(self, category: str, ids: list[int]) -> None:
         """Entries gone from the store leave the in-memory indexes too."""
@@ -357,7 +317,7 @@ class CacheService:
                 or row.context_hash != key.context_hash \
                 or normalise(row.query_text) != normalise(key.text):
             return None
-        self._touch(entry_id, now)
+        self.hits.count(entry_id, now)
         return category, Hit(row, 1.0)
 
     async def _lookup(
@@ -403,26 +363,9 @@ class CacheService:
                     reason = verdict.reason or "unknown"
                     rejected[reason] = rejected.get(reason, 0) + 1
                     continue
-            self._touch(entry_id, now)
+            self.hits.count(entry_id, now)
             return Lookup(Hit(row, sim), nearest, rejected)
         return Lookup(None, nearest, rejected)
-
-    def _touch(self, entry_id: int, now: float) -> None:
-        """Count a hit; hits are written in batches (``_flush_hits``), not one UPDATE each."""
-        count, _ = self._hits.get(entry_id, (0, now))
-        self._hits[entry_id] = (count + 1, now)
-
-    async def _flush_hits(self) -> None:
-        hits, self._hits = self._hits, {}
-        try:
-            await asyncio.to_thread(self.store.touch, hits)
-        except SQLAlchemyError:
-            self._store_failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
-
-    async def _flush_hits_forever(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            await self._flush_hits()
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,

@@ -8,7 +8,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from gateway.cache import snapshot
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.cache import snapshot, sync
 from gateway.cache.index import Meta
 from gateway.resources import trim_heap
 
@@ -21,6 +23,26 @@ log = logging.getLogger(__name__)
 def fingerprint(svc: CacheService) -> str:
     """What an index snapshot must have been made with to be usable."""
     return f"{svc.batcher.embedder.name}:{svc.batcher.embedder.dim}"
+
+
+async def warm_up(svc: CacheService) -> None:
+    """Indexes from the store (or a snapshot); with replicas, then the changes made meanwhile
+    (``sync``); only then ready. A store that is down at start-up is waited for."""
+    while True:
+        try:
+            if svc.follower is not None:
+                svc.follower.start_at(await asyncio.to_thread(svc.store.last_change))
+            await rebuild(svc)
+            if svc.follower is not None:
+                await sync.apply(svc, svc.follower)
+            break
+        except SQLAlchemyError:
+            svc._store_failed("read")
+            await asyncio.sleep(svc.settings.store_retry_s)
+    svc.warm.set()
+    log.info("cache ready")
+    if svc.follower is not None:
+        svc._spawn(sync.follow_forever(svc, svc.follower))
 
 
 async def rebuild(svc: CacheService) -> None:

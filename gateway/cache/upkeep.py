@@ -1,0 +1,65 @@
+"""The cache's work beside the request path: expired rows swept (and the change log pruned),
+hit counts written in batches instead of one UPDATE per hit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import SQLAlchemyError
+
+if TYPE_CHECKING:
+    from gateway.cache.service import CacheService
+
+
+class HitCounter:
+    """Hits since the last flush: entry id -> (how many, time of the last one)."""
+
+    def __init__(self) -> None:
+        self._hits: dict[int, tuple[int, float]] = {}
+
+    def count(self, entry_id: int, now: float) -> None:
+        n, _ = self._hits.get(entry_id, (0, now))
+        self._hits[entry_id] = (n + 1, now)
+
+    def take(self) -> dict[int, tuple[int, float]]:
+        hits, self._hits = self._hits, {}
+        return hits
+
+
+async def flush_hits(svc: CacheService) -> None:
+    try:
+        await asyncio.to_thread(svc.store.touch, svc.hits.take())
+    except SQLAlchemyError:
+        svc._store_failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
+
+
+async def flush_hits_forever(svc: CacheService) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        await flush_hits(svc)
+
+
+async def sweep(svc: CacheService) -> int:
+    """Delete expired rows from the store and their labels from the indexes; prune the change
+    log beyond its retention."""
+    now = time.time()
+    swept = await asyncio.to_thread(svc.store.sweep_expired, now)
+    for entry_id, category in swept:
+        if category in svc.indexes:
+            svc._drop(category, [entry_id])
+            svc.metrics.expirations.labels(category).inc()
+    for name, index in svc.indexes.items():  # rows another process already deleted
+        svc._drop(name, index.expired(now))
+    await asyncio.to_thread(svc.store.prune_changes, now - svc.settings.change_retention_s)
+    return len(swept)
+
+
+async def sweep_forever(svc: CacheService) -> None:
+    while True:
+        await asyncio.sleep(svc.settings.sweep_interval_s)
+        try:
+            await sweep(svc)
+        except SQLAlchemyError:
+            svc._store_failed("sweep")
