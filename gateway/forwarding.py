@@ -34,8 +34,12 @@ _PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "compl
 async def forward_raw(upstream: Upstream, request: Request, path: str, body: bytes) -> Response:
     """Method, query, body, status and headers as they are; the body streamed both ways."""
     headers = upstream.request_headers(request.headers, identity=False)
+    # several backends: the least loaded one in rotation (models, embeddings, ... carry no chunks)
+    base = upstream.router.route([])[0].url if upstream.router is not None \
+        and upstream.router.active else None
     resp = await upstream.open(
-        request.method, path, headers=headers, content=body or None, query=request.url.query
+        request.method, path, headers=headers, content=body or None, query=request.url.query,
+        base_url=base,
     )
     return StreamingResponse(
         _guarded(iter_body(resp, raw=True), sse=False),

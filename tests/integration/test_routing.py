@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,8 +113,6 @@ def test_predicted_and_measured_reuse_are_exported(
     for n, chunks in enumerate(rag_workload(120, seed=1)):
         ask(c, chunks, f"Question {n}?")
     c.close()
-    import time
-
     time.sleep(0.5)  # a probe reads the backends' counters
     text = httpx.get(f"{gw.url}/metrics").text
 
@@ -150,14 +149,16 @@ def test_a_backend_killed_mid_test_is_routed_around_and_probed_back(
             victim.stop()
         if n == 100:  # back on the same port
             backends[1] = ServerThread(create_fake_app(), port=victim.port).start()
-            import time
-
             time.sleep(2.5)  # a probe finds it back
         r = ask(c, chunks, f"Question {n}?")
         assert r.http_response.status_code == 200  # no client ever sees the failure
     c.close()
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert 'semcache_backend_failovers_total{backend="b1"} 1.0' in metrics
+    backends[0].stop()  # pass-through paths go to a backend in rotation too
+    time.sleep(2.5)
+    for _ in range(8):
+        assert httpx.get(f"{gw.url}/v1/models").status_code == 200
     assert 'semcache_backend_up{backend="b1"} 1.0' in metrics
     assert len(httpx.get(f"{backends[1].url}/fake/requests").json()) > 0  # back in rotation
 
