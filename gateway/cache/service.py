@@ -77,6 +77,7 @@ class CacheService:
         for op in ("put", "delete"):
             metrics.sync_changes.labels(op)
         self.warm = asyncio.Event()
+        self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._store_down_until = 0.0
         self.hits = upkeep.HitCounter()
@@ -140,6 +141,11 @@ class CacheService:
     async def aclose(self) -> None:
         await self.load.aclose()
         self.upstream.load = None
+        # background loops end at their next pause, so no store call is left running in a
+        # worker thread when the engine is disposed (its connection would be orphaned)
+        self.stopping.set()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -152,6 +158,12 @@ class CacheService:
             log.exception("index snapshot not written; the next start rebuilds from the store")
         await self.batcher.aclose()
         await asyncio.to_thread(self.store.dispose)
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (less if the service is closing); True once it is closing."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+        return self.stopping.is_set()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
