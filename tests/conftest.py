@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import gc
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,15 @@ from gateway.config import Settings
 from gateway.embedding import SentenceTransformerEmbedder
 from gateway.fake_upstream import create_fake_app
 from gateway.serverthread import ServerThread
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage() -> Iterator[None]:
+    """A collection after every test: an object leaked open (a database connection, a socket)
+    warns — and fails, warnings being errors — in the test that leaked it, not at a random later
+    collection."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
