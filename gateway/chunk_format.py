@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gateway.chunks import Chunk, make_chunk, normalise, split_pieces
+from gateway.chunks import Chunk, layout, make_chunk, split_pieces
 from gateway.config import Backend
 from gateway.streaming import DONE, SSEParser, encode_event
 
@@ -53,20 +53,8 @@ class Formatter:
     def prepare(self, endpoint: str, data: dict[str, Any], raw: bytes) -> Prepared:
         raise NotImplementedError
 
-    def layout(self, messages: list[Any]) -> list[tuple[dict[str, Any], list[str], str | None]]:
-        """Each message with its chunk pieces and its own text (the question, or the whole
-        text of a message without chunks)."""
-        out = []
-        for i, msg in enumerate(messages):
-            pieces = split_pieces(msg.get("content"), self.delimiter) if isinstance(msg, dict) \
-                else None
-            if pieces is None:
-                out.append((msg, [], None))
-                continue
-            own = pieces[-1] if i == len(messages) - 1 and len(pieces) > 1 else None
-            chunks = pieces[:-1] if own is not None else pieces
-            out.append((msg, [p for p in chunks if normalise(p)], own))
-        return out
+    def layout(self, messages: list[Any]) -> list[tuple[Any, list[str], str | None]]:
+        return layout(messages, self.delimiter)
 
 
 class PerMessage(Formatter):

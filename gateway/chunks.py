@@ -59,18 +59,24 @@ def split_pieces(content: Any, delimiter: str | None) -> list[str] | None:
     return None
 
 
-def chat_chunks(messages: list[Any], delimiter: str | None) -> list[Chunk]:
-    out: list[Chunk] = []
+def layout(messages: list[Any], delimiter: str | None
+           ) -> list[tuple[Any, list[str], str | None]]:
+    """Each message with its chunk texts and its own text: the question of a last message
+    that has chunks, else None (a message without chunks is all its own)."""
+    out: list[tuple[Any, list[str], str | None]] = []
     for i, msg in enumerate(messages):
-        if not isinstance(msg, dict):
-            continue
-        pieces = split_pieces(msg.get("content"), delimiter)
+        pieces = split_pieces(msg.get("content"), delimiter) if isinstance(msg, dict) else None
         if pieces is None:
+            out.append((msg, [], None))
             continue
-        if i == len(messages) - 1 and len(pieces) > 1:
-            pieces = pieces[:-1]  # the question
-        out += [make_chunk(p) for p in pieces if normalise(p)]
+        own = pieces[-1] if i == len(messages) - 1 and len(pieces) > 1 else None
+        chunks = pieces[:-1] if own is not None else pieces
+        out.append((msg, [p for p in chunks if normalise(p)], own))
     return out
+
+
+def chat_chunks(messages: list[Any], delimiter: str | None) -> list[Chunk]:
+    return [make_chunk(c) for _, chunks, _ in layout(messages, delimiter) for c in chunks]
 
 
 def prompt_chunks(prompt: Any, delimiter: str | None) -> list[Chunk]:

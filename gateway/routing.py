@@ -43,6 +43,7 @@ from gateway.chunks import Chunk, request_chunks
 from gateway.config import Backend, Settings
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
+from gateway.upstream import close
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +192,6 @@ class Router:
                    body: bytes) -> httpx.Response:
         """Send a (chat) completion to the chosen backend, in its chunk format; move to the
         next candidate if it fails before answering."""
-        from gateway.upstream import close
-
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
