@@ -32,10 +32,8 @@ import orjson
 
 from gateway.chunks import Chunk, layout, make_chunk, split_pieces
 from gateway.config import Backend
+from gateway.protocol import PATHS, SYSTEM_ROLES
 from gateway.streaming import DONE, SSEParser, encode_event
-
-PATHS = {"chat": "chat/completions", "completions": "completions"}
-_SCOPE_ROLES = ("system", "developer")
 
 
 @dataclass
@@ -92,7 +90,7 @@ class CanonicalOrder(Formatter):
                 rest.append({**msg, "content": own})
         lead = 0
         while lead < len(rest) and isinstance(rest[lead], dict) \
-                and rest[lead].get("role") in _SCOPE_ROLES:
+                and rest[lead].get("role") in SYSTEM_ROLES:
             lead += 1
         block = {"role": "user", "content": [{"type": "text", "text": text}
                                              for _, text in sorted(found.items())]}

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
         "trusted proxy); otherwise it is a sub-namespace of the API key's tenant.",
     )
 
+    def first_backend_url(self) -> str:
+        """The backend that unrouted traffic (and the load monitor) uses."""
+        return self.backends[0].url if self.backends else self.upstream_url
+
     def sync_enabled(self) -> bool:
         if self.replica_sync is not None:
             return self.replica_sync

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import UpstreamError
-from gateway.protocol import Endpoint
+from gateway.protocol import PATHS, Endpoint
 from gateway.streaming import SSEParser, StreamAssembler, error_event, storable
 from gateway.upstream import Upstream, close, iter_body, read_body, response_headers
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 OnComplete = Callable[[dict[str, Any]], Awaitable[None]]
 OnEnd = Callable[[int, bytes | None], None]
 
-_PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
 
 
 async def forward_raw(upstream: Upstream, request: Request, path: str, body: bytes) -> Response:
@@ -115,7 +114,7 @@ async def open_completion(
     headers = upstream.request_headers(incoming_headers, identity=True)
     if upstream.router is not None and upstream.router.active:
         return await upstream.router.send(upstream, endpoint, headers, body)
-    return await upstream.open("POST", _PATHS[endpoint], headers=headers, content=body)
+    return await upstream.open("POST", PATHS[endpoint], headers=headers, content=body)
 
 
 async def discard(task: asyncio.Task[httpx.Response]) -> None:

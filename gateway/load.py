@@ -25,6 +25,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Settings
+from gateway.upstream import server_root
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,7 @@ def metrics_url(settings: Settings) -> str | None:
         return None
     if settings.upstream_metrics_url:
         return settings.upstream_metrics_url
-    base = settings.backends[0].url if settings.backends else settings.upstream_url
-    return (base[: -len("/v1")] if base.endswith("/v1") else base) + "/metrics"
+    return server_root(settings.first_backend_url()) + "/metrics"
 
 
 class LoadMonitor:

@@ -54,6 +54,10 @@ class CompletionRequest(_Open):
 
 
 Endpoint = Literal["chat", "completions"]
+# where each endpoint lives under an OpenAI base URL
+PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
+# roles whose messages set the conversation's instructions rather than its turns
+SYSTEM_ROLES = ("system", "developer")
 M = TypeVar("M", bound=BaseModel)
 
 

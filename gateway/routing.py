@@ -32,7 +32,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
 
 import httpx
 import orjson
@@ -43,7 +42,7 @@ from gateway.chunks import Chunk, request_chunks
 from gateway.config import Backend, Settings
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
-from gateway.upstream import close
+from gateway.upstream import Upstream, close, server_root
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,6 @@ class BackendState:
         self.registry_tokens = 0
         self._load, self._stamp, self._half_life = 0.0, time.monotonic(), half_life_s
         self.formatter = chunk_format.formatter(cfg, delimiter)
-        self.measured: dict[str, float] = {}
 
     def load(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -188,7 +186,7 @@ class Router:
         self.metrics.backend_failovers.labels(b.label).inc()
 
     # --- sending ----------------------------------------------------------------------------
-    async def send(self, upstream: Any, endpoint: str, headers: Mapping[str, str],
+    async def send(self, upstream: Upstream, endpoint: str, headers: Mapping[str, str],
                    body: bytes) -> httpx.Response:
         """Send a (chat) completion to the chosen backend, in its chunk format; move to the
         next candidate if it fails before answering."""
@@ -249,14 +247,12 @@ class Router:
         b.up = alive
         if not alive:
             return
-        root = b.url[: -len("/v1")] if b.url.endswith("/v1") else b.url
         try:
-            r = await client.get(f"{root}/metrics", timeout=2.0)
+            r = await client.get(f"{server_root(b.url)}/metrics", timeout=2.0)
         except httpx.HTTPError:
             return
         if r.status_code == 200:
-            b.measured = read_reuse(r.text)
-            for source, ratio in b.measured.items():
+            for source, ratio in read_reuse(r.text).items():
                 self.metrics.backend_measured_reuse.labels(b.label, source).set(ratio)
 
 
@@ -266,7 +262,7 @@ def read_reuse(text: str) -> dict[str, float]:
     values: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         values[family.name] = sum(s.value for s in family.samples
-                                  if not s.name.endswith(("_created",)))
+                                  if not s.name.endswith("_created"))
     return {source: values.get(hits, 0.0) / values[queries]
             for source, hits, queries in REUSE_COUNTERS if values.get(queries)}
 

@@ -41,6 +41,12 @@ def map_httpx_errors() -> Iterator[None]:
         raise UpstreamUnavailable(f"upstream unreachable or broke the connection: {detail}") from exc
 
 
+def server_root(base_url: str) -> str:
+    """An OpenAI base URL (``http://host:8000/v1``) without its ``/v1``: where a server such as
+    vLLM exposes ``/metrics``."""
+    return base_url.removesuffix("/v1")
+
+
 def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:
     """Upstream response headers worth passing to the client.
 
@@ -57,7 +63,7 @@ class Upstream:
     ):
         self.metrics = metrics or Metrics()
         self.load: LoadMonitor | None = None  # set by the cache, which adapts to it
-        self.base_url = settings.backends[0].url if settings.backends else settings.upstream_url
+        self.base_url = settings.first_backend_url()
         self.router: Router | None = None
         self._api_key = settings.upstream_api_key
         self.client = httpx.AsyncClient(

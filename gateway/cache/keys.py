@@ -20,10 +20,9 @@ from typing import Any
 import orjson
 
 from gateway.errors import InvalidRequest
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
+from gateway.protocol import SYSTEM_ROLES, ChatCompletionRequest, CompletionRequest, Endpoint
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-_SCOPE_ROLES = ("system", "developer")
 
 
 @dataclass(frozen=True)
@@ -101,8 +100,8 @@ def chat_key(
     req: ChatCompletionRequest, namespace: str, max_chars: int
 ) -> RequestKey:
     msgs = req.messages
-    system = [(m.role, content_text(m.content)[0]) for m in msgs if m.role in _SCOPE_ROLES]
-    convo = [m for m in msgs if m.role not in _SCOPE_ROLES]
+    system = [(m.role, content_text(m.content)[0]) for m in msgs if m.role in SYSTEM_ROLES]
+    convo = [m for m in msgs if m.role not in SYSTEM_ROLES]
     scope = _digest({
         "endpoint": "chat", "model": req.model, "namespace": namespace, "system": system,
         "tools": req.tools, "tool_choice": req.tool_choice, "functions": req.functions,
