@@ -44,12 +44,12 @@ def fake_upstream(*extra: str) -> Iterator[str]:
 
 
 @contextmanager
-def gateway(upstream: str, database_url: str, **env: str) -> Iterator[str]:
+def gateway(upstream: str, database_url: str, *args: str, **env: str) -> Iterator[str]:
     port = free_port()
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "SEMCACHE_LOG_LEVEL": "warning",
                "SEMCACHE_DATABASE_URL": database_url, **env}
     proc = subprocess.Popen(
-        [str(BIN), "serve", "--upstream", f"{upstream}/v1", "--port", str(port)],
+        [str(BIN), "serve", "--upstream", f"{upstream}/v1", "--port", str(port), *args],
         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(f"http://127.0.0.1:{port}/readyz")

@@ -1,8 +1,8 @@
-"""Latency the gateway adds, and hit throughput, measured in one run against the same fake
+"""Latency the gateway adds to one request at a time, measured in one run against the same fake
 upstream (separate processes, loopback). Writes the `gateway_latency` section of
 docs/BENCHMARKS.md.
 
-    python benchmarks/gateway_latency.py [--n 300] [--concurrency 16]
+    python benchmarks/gateway_latency.py [--n 300]
 
 Compared in the same run: a bare HTTP round trip to the gateway (GET /healthz), a direct call to
 the upstream, and through the gateway a miss, an exact-repeat hit and a semantic (paraphrase)
@@ -54,25 +54,10 @@ async def sequential(client: httpx.AsyncClient, calls: list[tuple[str, str, dict
     return times, outcomes
 
 
-async def concurrent(client: httpx.AsyncClient, calls: list[tuple[str, str, dict]], conc: int) -> tuple[list[float], float]:
-    queue = list(calls)
-    times: list[float] = []
-
-    async def worker() -> None:
-        while queue:
-            method, url, kw = queue.pop()
-            times.append((await timed(client, method, url, **kw))[0])
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conc)))
-    return times, len(calls) / (time.perf_counter() - start)
-
-
-async def run(n: int, conc: int) -> str:
+async def run(n: int) -> str:
     with tempfile.TemporaryDirectory() as tmp, fake_upstream() as up, \
             gateway(up, f"sqlite:///{tmp}/bench.db") as gw:
-        limits = httpx.Limits(max_connections=conc * 2, max_keepalive_connections=conc * 2)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+        async with httpx.AsyncClient(timeout=60) as c:
             chat_gw, chat_up = f"{gw}/v1/chat/completions", f"{up}/v1/chat/completions"
             # seed: one stored answer per country
             for x in COUNTRIES:
@@ -94,17 +79,6 @@ async def run(n: int, conc: int) -> str:
             assert set(mo) == {"miss"}, set(mo)
             assert set(eo) == {"hit"}, set(eo)
             hit_share = so.count("hit") / len(so)
-            sem_load, sem_rps = await concurrent(c, [
-                ("POST", chat_gw, {"json": body(f"Which city is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
-                for i in range(n * 3)], conc)
-            ex_load, ex_rps = await concurrent(c, [
-                ("POST", chat_gw, {"json": body(f"What is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
-                for i in range(n * 3)], conc)
-            miss_load, miss_rps = await concurrent(c, [
-                ("POST", chat_gw, {"json": body(f"Explain load test question {i} in detail")})
-                for i in range(n * 2)], conc)
-            direct_load, direct_rps = await concurrent(c, [
-                ("POST", chat_up, {"json": body(f"direct load {i}")}) for i in range(n * 2)], conc)
 
     def row(name: str, xs: list[float], base: list[float] | None) -> str:
         added = (f"{pct(xs, .5) - pct(base, .5):.2f} | {pct(xs, .99) - pct(base, .99):.2f}"
@@ -113,14 +87,14 @@ async def run(n: int, conc: int) -> str:
                 f"{statistics.mean(xs) * 1000:.2f} |")
 
     lines = [
-        "## Gateway latency and hit throughput",
+        "## Gateway latency, one request at a time",
         "",
         stamp(),
         "",
         f"Gateway and fake upstream in separate processes on loopback, SQLite store, CPU "
-        f"embedding (all-MiniLM-L6-v2), {n} sequential requests per row; the load rows use "
-        f"{conc} concurrent clients. Times in ms. Semantic hits are paraphrases of stored "
-        f"questions ({hit_share:.0%} of them hit).",
+        f"embedding (all-MiniLM-L6-v2), {n} sequential requests per row, one at a time. "
+        f"Times in ms. Semantic hits are paraphrases of stored questions ({hit_share:.0%} of "
+        "them hit). Throughput and latency under load: the `under_load` section.",
         "",
         "| concurrency 1 | p50 | p99 | added p50 | added p99 | mean |",
         "|---|---|---|---|---|---|",
@@ -129,13 +103,6 @@ async def run(n: int, conc: int) -> str:
         row("gateway miss (vs direct)", miss, direct),
         row("gateway exact-repeat hit (vs round trip)", exact, rtt),
         row("gateway semantic hit (vs round trip)", semantic, rtt),
-        "",
-        f"| concurrency {conc} | p50 | p99 | requests/s |",
-        "|---|---|---|---|",
-        f"| direct upstream call | {pct(direct_load, .5):.2f} | {pct(direct_load, .99):.2f} | {direct_rps:.0f} |",
-        f"| gateway miss | {pct(miss_load, .5):.2f} | {pct(miss_load, .99):.2f} | {miss_rps:.0f} |",
-        f"| gateway exact-repeat hit | {pct(ex_load, .5):.2f} | {pct(ex_load, .99):.2f} | {ex_rps:.0f} |",
-        f"| gateway semantic hit | {pct(sem_load, .5):.2f} | {pct(sem_load, .99):.2f} | {sem_rps:.0f} |",
     ]
     return "\n".join(lines)
 
@@ -143,9 +110,8 @@ async def run(n: int, conc: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
-    text = asyncio.run(run(args.n, args.concurrency))
+    text = asyncio.run(run(args.n))
     print(text)
     write_section("gateway_latency", text)
 

@@ -145,15 +145,27 @@ class Classifier:
         self.categories = categories
         self.min_similarity = min_similarity
         self._names = list(exemplar_vectors)
-        self._matrices = [exemplar_vectors[n] for n in self._names]
+        # all exemplars in one matrix; row r of category c lands in cell (c, r) of a padded
+        # grid (empty cells -inf), so scoring is one product, one sort and one mean
+        mats = [np.asarray(exemplar_vectors[n], dtype=np.float32) for n in self._names]
+        self._all = np.concatenate(mats) if mats else np.zeros((0, 1), np.float32)
+        width = max((len(m) for m in mats), default=0)
+        self._cells = np.concatenate([
+            np.arange(len(m)) + c * width for c, m in enumerate(mats)
+        ]).astype(np.intp) if mats else np.zeros(0, np.intp)
+        self._grid_shape = (len(mats), width)
+        # a category's mean is over its own top min(TOP_N, size) exemplars: the last cells of
+        # its sorted row
+        take = np.array([min(TOP_N, len(m)) for m in mats], dtype=np.float32)
+        self._top = np.arange(width)[None, :] >= (width - take)[:, None]
+        self._take = take
 
     def scores(self, vec: Vectors) -> dict[str, float]:
-        out = {}
-        for name, mat in zip(self._names, self._matrices, strict=True):
-            sims = mat @ vec
-            top = np.sort(sims)[-TOP_N:]
-            out[name] = float(top.mean())
-        return out
+        grid = np.full(self._grid_shape, -np.inf, dtype=np.float32)
+        grid.flat[self._cells] = self._all @ vec
+        grid.sort(axis=1)
+        means = np.where(self._top, grid, 0.0).sum(axis=1) / self._take
+        return dict(zip(self._names, means.tolist(), strict=True))
 
     def classify(self, vec: Vectors) -> tuple[str, float]:
         return self.ranked(vec)[0]

@@ -68,6 +68,8 @@ def serve(
     os.environ["SEMCACHE_AUTO_MIGRATE"] = "false"
     if settings.replica_sync is None:
         os.environ["SEMCACHE_REPLICA_SYNC"] = "true"
+    if settings.embedding_threads == 0:  # the workers share the cores instead of each taking all
+        os.environ["SEMCACHE_EMBEDDING_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     uvicorn.run(
         "gateway.app:app_from_environment", factory=True, workers=workers,
         host=settings.host, port=settings.port, log_level=settings.log_level,

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     embedding_cache_dir: Path = Field(
         Path.home() / ".cache" / "semcache", description="Where the ONNX export is kept."
     )
+    embedding_threads: int = Field(
+        0, ge=0, le=256,
+        description="ONNX Runtime threads per process (0: the cores, at most 4; with "
+        "`serve --workers N`: the cores / N).",
+    )
     embedding_batch_wait_ms: float = Field(
         2.0, ge=0, le=50, description="Longest wait to gather concurrent queries into one batch."
     )

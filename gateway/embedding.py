@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -90,27 +91,35 @@ class OnnxEmbedder:
     The export is cached under ``cache_dir`` keyed by the model's files; after loading, its
     output is checked against the torch model on probe texts, so a model whose pooling differs
     from mean pooling is refused (``ValueError``) instead of silently embedding differently.
+
+    ``threads``: intra-op threads (0: the cores, at most 4). With ``serve --workers N`` each
+    worker gets cores / N, so the workers do not fight over the cores.
     """
+
+    # what one more run costs beside its tokens, in tokens' worth of work (the weights stream
+    # through the cache once per run): ~9 measured on one core. A batch is split by length
+    # only where the padding saved is worth more.
+    CALL_COST_TOKENS = 16
 
     PROBES = (
         "hi", "Write a Python function that sorts a list in ascending order",
         "What is 15 percent of 200? " * 12,
     )
 
-    def __init__(self, reference: SentenceTransformerEmbedder, cache_dir: Path):
+    def __init__(self, reference: SentenceTransformerEmbedder, cache_dir: Path, threads: int = 0):
         import onnxruntime as ort
 
-        self.reference = reference
+        # the torch model is needed only here (export, check): not kept, its weights are freed
         self.dim, self.device = reference.dim, "cpu"
         self.name = reference.name + "+onnx"
         self.tokenizer = reference.model.tokenizer
         self.max_length = int(reference.model.max_seq_length or 256)
-        path = cache_dir / f"{self._fingerprint()}.onnx"
+        path = cache_dir / f"{self._fingerprint(reference)}.onnx"
         if not path.exists():
-            self._export(path)
+            self._export(reference, path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = min(4, os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         # idle intra-op threads sleep instead of spinning: on a small CPU the spinning took
         # cycles from the event loop (+3% semantic hits/s under load on 2 cores, wrk)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -122,21 +131,22 @@ class OnnxEmbedder:
             raise ValueError(f"ONNX export differs from the model by {drift:.2e}")
         log.info("ONNX embedding backend ready (%s)", path)
 
-    def _fingerprint(self) -> str:
-        h = hashlib.sha256(self.reference.name.encode())
-        root = Path(self.reference.model_path)
+    @staticmethod
+    def _fingerprint(reference: SentenceTransformerEmbedder) -> str:
+        h = hashlib.sha256(reference.name.encode())
+        root = Path(reference.model_path)
         for f in sorted(root.rglob("*")) if root.is_dir() else []:
             if f.is_file():
                 h.update(f"{f.relative_to(root)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
         import torch
 
         h.update(torch.__version__.encode())
-        return f"{self.reference.name}-{h.hexdigest()[:16]}"
+        return f"{reference.name}-{h.hexdigest()[:16]}"
 
-    def _export(self, path: Path) -> None:
+    def _export(self, reference: SentenceTransformerEmbedder, path: Path) -> None:
         import torch
 
-        transformer = self.reference.model[0].auto_model.eval()
+        transformer = reference.model[0].auto_model.eval()
 
         class MeanPooled(torch.nn.Module):
             def __init__(self) -> None:
@@ -167,27 +177,70 @@ class OnnxEmbedder:
         tmp.replace(path)  # atomic: concurrent starters never load half a file
 
     def encode(self, texts: list[str]) -> Vectors:
-        batch = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
-        feed = {k: np.asarray(v, dtype=np.int64) for k, v in batch.items() if k in self._inputs}
-        if "token_type_ids" in self._inputs and "token_type_ids" not in feed:
-            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        for group in length_groups([len(x) for x in ids], self.CALL_COST_TOKENS):
+            out[group] = self._run([ids[i] for i in group])
+        return out
+
+    def _run(self, ids: list[list[int]]) -> Vectors:
+        """One session run over token ids, padded to the longest."""
+        input_ids = np.full((len(ids), max(len(x) for x in ids)),
+                            self.tokenizer.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros_like(input_ids)
+        for row, x in enumerate(ids):
+            input_ids[row, :len(x)] = x
+            mask[row, :len(x)] = 1
+        feed = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
 
-def load_embedder(model_path: str | None, device: str, backend: str, cache_dir: Path) -> Embedder:
+def length_groups(lengths: list[int], call_cost: float) -> list[list[int]]:
+    """Indices of a batch in groups of similar length, each to be run (padded to its longest)
+    on its own, so that the work, ``sum(call_cost + size * longest)``, is least.
+
+    A model's work grows with the padded length of every row: one 200-token query in a batch
+    of short ones would make every row cost 200 tokens. Sorted by length, the best split is
+    a shortest path over cut points (quadratic in the batch size, at most ``max_batch``)."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    n = len(order)
+    best = [0.0] + [float("inf")] * n  # best[j]: least work for the j shortest
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):
+            work = best[i] + call_cost + (j - i) * longest
+            if work < best[j]:
+                best[j], cut[j] = work, i
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def load_embedder(
+    model_path: str | None, device: str, backend: str, cache_dir: Path, threads: int = 0,
+) -> Embedder:
     """torch on a GPU; on CPU the ONNX export when ``backend`` allows it and it matches."""
     torch_model = SentenceTransformerEmbedder(model_path, device)
     if backend == "torch" or (backend == "auto" and torch_model.device != "cpu"):
         return torch_model
     try:
-        return OnnxEmbedder(torch_model, cache_dir)
+        onnx = OnnxEmbedder(torch_model, cache_dir, threads)
     except Exception as exc:
         if backend == "onnx":
             raise
         log.warning("ONNX embedding backend unavailable (%s); using torch", exc)
         return torch_model
+    del torch_model
+    gc.collect()  # the torch model sits in reference cycles: free its weights now
+    return onnx
 
 
 _Item = tuple[str, "asyncio.Future[Vectors]"]

@@ -9,7 +9,7 @@ a query or a key.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -143,3 +143,18 @@ class Metrics:
     def track_index(self, category: str, size: Callable[[], int], quota: int) -> None:
         self.index_entries.labels(category).set_function(size)
         self.quota.labels(category).set(quota)
+
+    def declare_category(self, name: str, slots: Iterable[str]) -> None:
+        """A category's series exist from the start (at zero), so rates and dashboards have a
+        baseline before the first eviction, expiry or rejection."""
+        self.evictions.labels(name)
+        self.expirations.labels(name)
+        self.feedback.labels(name)
+        for slot in slots:
+            self.verifier_rejections.labels(name, slot)
+
+    def declare_store(self) -> None:
+        for operation in ("read", "write", "touch", "sweep"):
+            self.store_errors.labels(operation)
+        for op in ("put", "delete"):
+            self.sync_changes.labels(op)

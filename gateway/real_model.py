@@ -58,7 +58,10 @@ def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            "--n_threads", str(threads or max(1, os.cpu_count() or 1)),
-           "--model_alias", "smollm2-135m-instruct"]
+           "--model_alias", "smollm2-135m-instruct",
+           # by default a request waiting for the model cuts the stream in progress short, and
+           # that includes GET /v1/models, which the gateway's prober sends every few seconds
+           "--interrupt_requests", "False"]
     log = tempfile.TemporaryFile()  # not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"

@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from gateway.cache import policy, upkeep, warmup
+from gateway.cache.breaker import StoreBreaker
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
@@ -72,14 +73,11 @@ class CacheService:
         self.coalescer = Coalescer(settings.coalesce_wait_s)
         upstream.load = self.load
         self.install_categories(categories, classifier)
-        for operation in ("read", "write", "touch", "sweep"):
-            metrics.store_errors.labels(operation)
-        for op in ("put", "delete"):
-            metrics.sync_changes.labels(op)
+        metrics.declare_store()
         self.warm = asyncio.Event()
         self.stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._store_down_until = 0.0
+        self.breaker = StoreBreaker(settings.store_retry_s, metrics)
         self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
 
@@ -96,16 +94,9 @@ class CacheService:
             if name not in self.indexes:
                 self.indexes[name] = CategoryIndex(dim)
             metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
-            metrics.effective_threshold.labels(name).set(
-                policy.effective_threshold(cat, self.load.factor))
-            metrics.effective_ttl.labels(name).set(policy.effective_ttl(cat, self.load.factor))
-            # series exist from the start (at zero), so rates and dashboards have a baseline
-            metrics.evictions.labels(name)
-            metrics.expirations.labels(name)
-            metrics.feedback.labels(name)
-            for slot in cat.verification.slots:
-                metrics.verifier_rejections.labels(name, slot)
+            metrics.declare_category(name, cat.verification.slots)
         self.categories, self.classifier = categories, classifier
+        self._load_changed(self.load.factor)  # the effective thresholds and TTLs
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
@@ -120,6 +111,7 @@ class CacheService:
             embedder = await asyncio.to_thread(
                 load_embedder, settings.embedding_model, settings.embedding_device,
                 settings.embedding_backend, settings.embedding_cache_dir,
+                settings.embedding_threads,
             )
         batcher = MicroBatcher(
             embedder, wait_s=settings.embedding_batch_wait_ms / 1000,
@@ -187,23 +179,10 @@ class CacheService:
         try:
             await asyncio.to_thread(self.store.ping)
         except SQLAlchemyError as exc:
-            self._store_failed("ping")
+            self.breaker.failed("ping")
             return False, f"store unreachable ({type(exc).__name__}): serving pass-through"
-        self._store_down_until = 0.0
+        self.breaker.reset()
         return True, "ok"
-
-    def _store_failed(self, operation: str) -> None:
-        """A store failure opens the breaker: for ``store_retry_s`` requests pass through
-        without touching the store; the first request after that tries it again."""
-        self.metrics.store_errors.labels(operation).inc()
-        if self.store_available:
-            log.warning("document store failed (%s); pass-through for %.0fs, then retrying",
-                        operation, self.settings.store_retry_s, exc_info=True)
-        self._store_down_until = time.monotonic() + self.settings.store_retry_s
-
-    @property
-    def store_available(self) -> bool:
-        return time.monotonic() >= self._store_down_until
 
     # --- the request path ---------------------------------------------------------------
     async def complete(
@@ -250,7 +229,7 @@ class CacheService:
             )
         out = {"x-semcache-truncated": "true"} if key.truncated else {}
 
-        if key.bypass is not None or not self.warm.is_set() or not self.store_available:
+        if key.bypass is not None or not self.warm.is_set() or not self.breaker.closed:
             reason = key.bypass or ("warming_up" if not self.warm.is_set() else "store_unavailable")
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": reason})
@@ -319,7 +298,7 @@ class CacheService:
             with self.metrics.stage("store_read"):
                 rows = await asyncio.to_thread(self.store.get_many, [entry_id])
         except SQLAlchemyError:
-            self._store_failed("read")
+            self.breaker.failed("read")
             return None
         row, now = rows.get(entry_id), time.time()
         if row is None:
@@ -344,20 +323,13 @@ class CacheService:
                         policy.effective_threshold(searched, load))
         slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
         check = category.verification.enabled or searched.verification.enabled
-        with self.metrics.stage("search"):
-            near = await asyncio.to_thread(
-                index.search, vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
-                context_hash=key.context_hash, now=now,
-            )
-        nearest = near[0][1] if near else None
-        candidates = [(i, s) for i, s in near if s >= threshold]
+        # one thread hop for both: a hop costs about as much CPU as the search itself
+        nearest, candidates, rows = await asyncio.to_thread(
+            self._search_and_read, index, vec, threshold, key, now)
         if not candidates:
             return Lookup(None, nearest, {})
-        try:
-            with self.metrics.stage("store_read"):
-                rows = await asyncio.to_thread(self.store.get_many, [i for i, _ in candidates])
-        except SQLAlchemyError:
-            self._store_failed("read")
+        if rows is None:
+            self.breaker.failed("read")
             return Lookup(None, nearest, {})
         rejected: dict[str, int] = {}
         for entry_id, sim in candidates:
@@ -378,6 +350,25 @@ class CacheService:
             self.hits.count(entry_id, now)
             return Lookup(Hit(row, sim), nearest, rejected)
         return Lookup(None, nearest, rejected)
+
+    def _search_and_read(
+        self, index: CategoryIndex, vec: Vectors, threshold: float, key: RequestKey, now: float,
+    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None]:
+        """Blocking: the nearest similarity, the candidates over ``threshold``, and their rows
+        (None when the store failed)."""
+        with self.metrics.stage("search"):
+            near = index.search(vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
+                                context_hash=key.context_hash, now=now)
+        nearest = near[0][1] if near else None
+        candidates = [(i, s) for i, s in near if s >= threshold]
+        if not candidates:
+            return nearest, candidates, {}
+        try:
+            with self.metrics.stage("store_read"):
+                rows = self.store.get_many([i for i, _ in candidates])
+            return nearest, candidates, rows
+        except SQLAlchemyError:
+            return nearest, candidates, None
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,
@@ -482,14 +473,21 @@ class CacheService:
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
             )
             self.exact.add(entry.exact_hash, entry_id)
-            if len(index) > category.quota:  # the store counts and chooses only when needed
-                victims = await asyncio.to_thread(
-                    self.store.evict, category.name, category.quota, category.eviction
-                )
-                self._drop(category.name, victims)
-                self.metrics.evictions.labels(category.name).inc(len(victims))
+            await self.enforce_quota(category)
         except SQLAlchemyError:
-            self._store_failed("write")
+            self.breaker.failed("write")
+
+    async def enforce_quota(self, category: Category) -> None:
+        """Evict beyond the category's quota once this replica's index holds more than it
+        (the store counts and chooses only then). Called after our own writes and after the
+        change log brought others': a write made before this replica saw the others' can leave
+        the store over quota, for one sync interval at most."""
+        if len(self.indexes[category.name]) > category.quota:
+            victims = await asyncio.to_thread(
+                self.store.evict, category.name, category.quota, category.eviction
+            )
+            self._drop(category.name, victims)
+            self.metrics.evictions.labels(category.name).inc(len(victims))
 
 
 def _completion_tokens(entry: StoredEntry) -> int:

@@ -143,6 +143,13 @@ class StoredEntry:
     hit_count: int
 
 
+# built once: a hit's read is the hot path, and building the statement cost more than running it
+_GET_MANY = sa.select(*(entries.c[n] for n in (
+    "id", "category", "scope_hash", "context_hash", "query_text", "response",
+    "completion_tokens", "created_at", "expires_at", "hit_count",
+))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -228,12 +235,8 @@ class Store:
     def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
         if not ids:
             return {}
-        cols = [entries.c[n] for n in (
-            "id", "category", "scope_hash", "context_hash", "query_text", "response",
-            "completion_tokens", "created_at", "expires_at", "hit_count",
-        )]
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(*cols).where(entries.c.id.in_(ids))).all()
+            rows = conn.execute(_GET_MANY, {"ids": ids}).all()
         return {
             r.id: StoredEntry(
                 id=r.id, category=r.category, scope_hash=r.scope_hash,

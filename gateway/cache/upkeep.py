@@ -32,7 +32,7 @@ async def flush_hits(svc: CacheService) -> None:
     try:
         await asyncio.to_thread(svc.store.touch, svc.hits.take())
     except SQLAlchemyError:
-        svc._store_failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
+        svc.breaker.failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
 
 
 async def flush_hits_forever(svc: CacheService) -> None:
@@ -60,4 +60,4 @@ async def sweep_forever(svc: CacheService) -> None:
         try:
             await sweep(svc)
         except SQLAlchemyError:
-            svc._store_failed("sweep")
+            svc.breaker.failed("sweep")

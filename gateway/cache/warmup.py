@@ -37,7 +37,7 @@ async def warm_up(svc: CacheService) -> None:
                 await sync.apply(svc, svc.follower)
             break
         except SQLAlchemyError:
-            svc._store_failed("read")
+            svc.breaker.failed("read")
             await asyncio.sleep(svc.settings.store_retry_s)
     svc.warm.set()
     log.info("cache ready")

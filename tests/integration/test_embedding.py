@@ -19,6 +19,7 @@ def test_onnx_matches_torch_and_export_is_cached(
     embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
     onnx = OnnxEmbedder(embedder, tmp_path)
+    assert onnx.encode([]).shape == (0, embedder.dim)
     for batch in (TEXTS, TEXTS[:1], TEXTS[2:3], TEXTS * 7):
         got, want = onnx.encode(batch), embedder.encode(batch)
         assert got.shape == want.shape == (len(batch), embedder.dim)
@@ -43,3 +44,4 @@ async def test_concurrent_queries_share_encode_calls(embedder: SentenceTransform
         assert np.abs(single - embedder.encode(["alone"])[0]).max() < 1e-5
     finally:
         await batcher.aclose()
+

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -163,7 +165,8 @@ def test_request_id_header_and_json_log(gw: ServerThread, caplog: pytest.LogCapt
 
 
 def test_readyz_and_healthz(gw: ServerThread) -> None:
-    assert httpx.get(f"{gw.url}/readyz").json() == {"status": "ready"}
+    ready = httpx.get(f"{gw.url}/readyz").json()
+    assert ready == {"status": "ready", "replica": f"{socket.gethostname()}:{os.getpid()}"}
     assert httpx.get(f"{gw.url}/healthz").json() == {"status": "ok"}
 
 

@@ -1,0 +1,38 @@
+"""The store's circuit breaker: cache trouble degrades to pass-through, never to errors.
+
+A failed store call opens it: for ``retry_s`` requests pass through without touching the store
+(no timeouts piling up behind a dead database); the first request after that tries the store
+again, and a successful health check closes it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class StoreBreaker:
+    def __init__(self, retry_s: float, metrics: Metrics):
+        self.retry_s = retry_s
+        self.metrics = metrics
+        self._open_until = 0.0
+
+    @property
+    def closed(self) -> bool:
+        """True when the store may be used."""
+        return time.monotonic() >= self._open_until
+
+    def failed(self, operation: str) -> None:
+        """Call from the ``except`` of a failed store call (its traceback is logged once)."""
+        self.metrics.store_errors.labels(operation).inc()
+        if self.closed:
+            log.warning("document store failed (%s); pass-through for %.0fs, then retrying",
+                        operation, self.retry_s, exc_info=True)
+        self._open_until = time.monotonic() + self.retry_s
+
+    def reset(self) -> None:
+        self._open_until = 0.0
