@@ -108,6 +108,8 @@ async def apply(svc: CacheService, follower: ChangeFollower) -> int:
     wanted = [i for i, c in batch.added.items() if c in svc.indexes and i not in svc.indexes[c]]
     if wanted:  # our own writes are in the index already; only others' are read
         await warmup.add_rows(svc, await asyncio.to_thread(svc.store.index_rows, wanted))
+        for name in {batch.added[i] for i in wanted} & svc.categories.keys():
+            await svc.enforce_quota(svc.categories[name])
     if batch.count:
         svc.metrics.sync_changes.labels("put").inc(len(batch.added))
         svc.metrics.sync_changes.labels("delete").inc(len(batch.removed))

@@ -106,13 +106,41 @@ def test_quota_is_decided_once_for_all_replicas(
     with ThreadPoolExecutor(6) as pool:  # six writers on three replicas at once
         list(pool.map(lambda i: ask((a, b, c)[i % 3], q, namespace=f"team-{i}"), range(9)))
     engine = sa.create_engine(pg_url)
-    with engine.connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT count(*) FROM cache_entries WHERE category = 'factual'")).scalar_one()
-    engine.dispose()
-    assert stored == 3
+
+    def stored() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT count(*) FROM cache_entries WHERE category = 'factual'")).scalar_one())
+
+    # a write made before its replica saw the others' may leave one over: the change log
+    # brings them within the sync bound and the quota is enforced then; never below it
+    until(lambda: stored() == 3, BOUND_S * 2)
     for gw in (a, b, c):
         until(lambda g=gw: stats(g)["factual"]["entries"] == 3, BOUND_S * 2)
+    assert stored() == 3
+    engine.dispose()
+
+
+def test_a_write_made_before_seeing_the_others_is_evicted_once_the_log_brings_them(
+    pg_url: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+    tmp_path: Path,
+) -> None:
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("factual: {quota: 3}\n")
+    a = gateway_factory(embedder=embedder, database_url=pg_url, admin_key="admin-secret",
+                        categories_overlay=overlay)
+    # b polls the log only every 10 s: its write below is made without seeing a's three
+    b = gateway_factory(embedder=embedder, database_url=pg_url, admin_key="admin-secret",
+                        categories_overlay=overlay, sync_interval_s=10)
+    q = "What is the boiling point of water at sea level?"
+    for i in range(3):
+        ask(a, q, namespace=f"a{i}")
+    assert stats(b)["factual"]["entries"] == 0
+    ask(b, q, namespace="b")
+    assert stats(b)["factual"]["entries"] == 1  # b saw nothing over its quota
+    # a learns of b's write from the log and evicts the oldest row for all replicas
+    until(lambda: stats(a)["factual"]["stored_rows"] == 3, BOUND_S * 2)
+    assert stats(a)["factual"]["entries"] == 3
 
 
 def test_a_replica_restarted_during_writes_catches_up(
@@ -210,9 +238,18 @@ def test_serve_with_workers_behaves_like_replicas(pg_url: str, fake_upstream: Se
     url = f"http://127.0.0.1:{port}"
     try:
         until(lambda: _ready(url), 120)
-        # /readyz is answered by whichever worker accepts: wait until all of them say ready
-        with ThreadPoolExecutor(16) as pool:
-            until(lambda: all(pool.map(lambda _: _ready(url), range(32))), 120)
+        # /readyz is answered by whichever worker accepts, and a worker still starting accepts
+        # nothing: wait until both workers have said ready themselves
+        seen: set[str] = set()
+
+        def both_ready() -> bool:
+            with ThreadPoolExecutor(16) as pool:
+                for r in pool.map(lambda _: httpx.get(f"{url}/readyz", timeout=5), range(32)):
+                    if r.status_code == 200:
+                        seen.add(r.json()["replica"])
+            return len(seen) == 2
+
+        until(both_ready, 120)
         gw = SimpleNamespace(url=url)
         q = "What is the boiling point of water at sea level?"
         # concurrent requests spread over both workers: each stores its own entry wherever
