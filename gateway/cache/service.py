@@ -10,7 +10,6 @@ request is forwarded as a bypass.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from gateway.cache import policy, upkeep, warmup
+from gateway.cache.background import Background
 from gateway.cache.breaker import StoreBreaker
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
@@ -75,8 +75,7 @@ class CacheService:
         self.install_categories(categories, classifier)
         metrics.declare_store()
         self.warm = asyncio.Event()
-        self.stopping = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.background = Background()
         self.breaker = StoreBreaker(settings.store_retry_s, metrics)
         self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
@@ -125,24 +124,14 @@ class CacheService:
         store = Store(make_engine(settings.database_url))
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service.load.start(upstream.client)
-        service._spawn(warmup.warm_up(service))
-        service._spawn(upkeep.sweep_forever(service))
-        service._spawn(upkeep.flush_hits_forever(service))
+        for loop in (warmup.warm_up, upkeep.sweep_forever, upkeep.flush_hits_forever):
+            service.background.spawn(loop(service))
         return service
 
     async def aclose(self) -> None:
         await self.load.aclose()
         self.upstream.load = None
-        # background loops end at their next pause, so no store call is left running in a
-        # worker thread when the engine is disposed (its connection would be orphaned)
-        self.stopping.set()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.background.close()  # before the engine is disposed
         await upkeep.flush_hits(self)
         try:
             await warmup.save_snapshot(self)
@@ -150,22 +139,6 @@ class CacheService:
             log.exception("index snapshot not written; the next start rebuilds from the store")
         await self.batcher.aclose()
         await asyncio.to_thread(self.store.dispose)
-
-    async def pause(self, seconds: float) -> bool:
-        """Sleep ``seconds`` (less if the service is closing); True once it is closing."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        return self.stopping.is_set()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
 
     def _drop(self, category: str, ids: list[int]) -> None:
         """Entries gone from the store leave the in-memory indexes too."""
@@ -272,7 +245,7 @@ class CacheService:
                     self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
                 if found.hit is not None:
                     if hedge is not None:
-                        self._spawn(discard(hedge))
+                        self.background.spawn(discard(hedge))
                         self.metrics.hedges.labels(category.name, "cancelled").inc()
                     return self._serve(key, category, found.hit, parsed, out)
                 if found.nearest is not None:

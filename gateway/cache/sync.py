@@ -123,7 +123,7 @@ async def follow_forever(svc: CacheService, follower: ChangeFollower) -> None:
     the same place); a replica cut off for longer than the log is kept reconciles its whole
     index with the store instead."""
     settings = svc.settings
-    while not await svc.pause(settings.sync_interval_s):
+    while not await svc.background.pause(settings.sync_interval_s):
         try:
             if time.monotonic() - follower.last_ok > settings.change_retention_s / 2:
                 log.warning("cut off from the change log too long; reconciling with the store")

@@ -36,7 +36,7 @@ async def flush_hits(svc: CacheService) -> None:
 
 
 async def flush_hits_forever(svc: CacheService) -> None:
-    while not await svc.pause(1.0):
+    while not await svc.background.pause(1.0):
         await flush_hits(svc)
 
 
@@ -56,7 +56,7 @@ async def sweep(svc: CacheService) -> int:
 
 
 async def sweep_forever(svc: CacheService) -> None:
-    while not await svc.pause(svc.settings.sweep_interval_s):
+    while not await svc.background.pause(svc.settings.sweep_interval_s):
         try:
             await sweep(svc)
         except SQLAlchemyError:

@@ -42,7 +42,7 @@ async def warm_up(svc: CacheService) -> None:
     svc.warm.set()
     log.info("cache ready")
     if svc.follower is not None:
-        svc._spawn(sync.follow_forever(svc, svc.follower))
+        svc.background.spawn(sync.follow_forever(svc, svc.follower))
 
 
 async def rebuild(svc: CacheService) -> None:
