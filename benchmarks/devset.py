@@ -81,6 +81,14 @@ FAMILIES: dict[str, list[tuple[list[str], dict[str, list[str]]]]] = {
         (["What is the boiling point of {liquid}?", "At what temperature does {liquid} boil?",
           "Boiling temperature of {liquid}?"],
          {"liquid": ["water", "ethanol", "mercury"]}),
+        (["What is the {attr} of {country}?", "Tell me the {attr} of {country}",
+          "{country}: what is its {attr}?"],
+         {"attr": ["population", "currency", "official language"], "country": ["Germany", "Mexico"]}),
+        (["{wh} did Napoleon die?", "Do you know {wh} Napoleon died?", "Tell me {wh} Napoleon died"],
+         {"wh": ["when", "where", "why"]}),
+        (["Who was the {ord} person to walk on the Moon?", "Name the {ord} human who walked on the Moon",
+          "Which astronaut was the {ord} to set foot on the Moon?"],
+         {"ord": ["first", "second", "third"]}),
     ],
     "finance_news": [
         (["What is {co}'s stock price right now?", "Current share price of {co}",
@@ -111,6 +119,9 @@ FAMILIES: dict[str, list[tuple[list[str], dict[str, list[str]]]]] = {
         (["What can you do?", "What are you able to help me with?", "What kinds of things can you do for me?"], {}),
         (["Do you like {thing}?", "Are you a fan of {thing}?", "What do you think about {thing}?"],
          {"thing": ["music", "football", "pizza"]}),
+        (["Can you suggest a good {thing} for the weekend?", "What {thing} would you suggest for this weekend?",
+          "Any {thing} to suggest for the weekend?"],
+         {"thing": ["podcast", "board game", "hiking trail"]}),
     ],
     "creative": [
         (["Write a poem about {topic}", "Compose a short poem on {topic}",
@@ -140,6 +151,9 @@ FAMILIES: dict[str, list[tuple[list[str], dict[str, list[str]]]]] = {
         (["Plan a {n} day trip to {city}", "Make me a {n}-day itinerary for {city}",
           "What should I do with {n} days in {city}?"],
          {"n": ["two", "three", "five"], "city": ["Rome", "Barcelona"]}),
+        (["How long should I {cook} {food}?", "For how many minutes do I {cook} {food}?",
+          "What's the right time to {cook} {food}?"],
+         {"cook": ["steam", "roast"], "food": ["potatoes", "carrots", "broccoli"]}),
     ],
 }
 

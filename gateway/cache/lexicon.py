@@ -119,7 +119,7 @@ CONTRAST_GROUPS: list[frozenset[str]] = [
     for g in """
     ascending descending asc desc
     increasing decreasing increase decrease
-    first last
+    first second third fourth fifth sixth seventh eighth ninth tenth last
     min max minimum maximum smallest largest lowest highest least most
     read write
     create delete remove add insert drop
@@ -183,6 +183,7 @@ CONTRAST_GROUPS: list[frozenset[str]] = [
     yesterday today tomorrow tonight
     morning afternoon evening night midnight noon
     this last next previous coming
+    when where why
     hourly daily weekly monthly quarterly yearly annual annually
     int str list dict tuple set float bool char byte object file dataframe matrix vector class
     """.strip().splitlines()
@@ -251,3 +252,7 @@ SYNONYMS = {
     }.items()
     for alias in aliases.split()
 }
+
+# Words before a unit named without a number that make it a measure ("how many feet in a
+# mile", "convert to km"): elsewhere "foot", "second" or "pound" are ordinary words.
+MEASURE_CONTEXT = frozenset("in to into many much a an per one square cubic".split())

@@ -63,6 +63,7 @@ class Slots:
     relation_frames: frozenset[tuple[str, str, str]]  # (direction word, word before, word after)
     topics: frozenset[tuple[str, str]]  # (about/of/on, the word after it)
     words: frozenset[str]             # every word, lower case, and its stem
+    sequence: tuple[str, ...]         # every word in order, canonical (synonyms as one)
     lower_case: bool
 
 
@@ -164,7 +165,10 @@ def extract(text: str) -> Slots:
             continue
         if low in lx.PERCENT_WORDS:
             continue
-        if low in lx.UNITS:
+        # a unit without a number counts only where something is measured ("how many feet
+        # in a mile", "... to km"), not in "set foot" or "the second person"
+        if low in lx.UNITS and (after_number or (len(words) > 1
+                                                 and words[-2] in lx.MEASURE_CONTEXT)):
             unit = "unit:" + lx.UNITS[low]
             (numbers if after_number else target_units).add(unit)
             content.append(unit)
@@ -219,5 +223,6 @@ def extract(text: str) -> Slots:
         dates=frozenset(dates), contrast=frozenset(contrast), negation=negation,
         content=tuple(content), relation_frames=frozenset(frames), topics=frozenset(topics),
         words=frozenset(words) | frozenset(_stem(w) for w in words),
+        sequence=tuple(canon_words),
         lower_case=bool(letters) and not any(c.isupper() for c in letters),
     )

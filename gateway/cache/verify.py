@@ -10,10 +10,13 @@ kind of difference, never lists of particular questions:
 - identifiers code-like tokens: snake_case, camelCase, dotted.names, calls(), file.ext, --flags
 - languages   programming languages, libraries, tools and platforms
 - entities    proper nouns (capitalised mid-sentence), ALL-CAPS tickers/acronyms, currencies;
-              and, for lower-case text, a single substituted content word that is no synonym
-              (a minimal pair: "apple stock" / "tesla stock")
+              and a content word put in place of another that is no synonym: in the same
+              sentence word for word ("How tall is X?" / "How old is X?"), or, for lower-case
+              text where proper nouns cannot be told by case, among the same content words
+              ("apple stock" / "tesla stock")
 - dates       months, weekdays, years, relative days and periods (today, last week, ...)
-- contrast    opposite members of a contrast group (ascending/descending, buy/sell, GET/POST...)
+- contrast    opposite members of a contrast group (ascending/descending, buy/sell, GET/POST,
+              first/second, when/where/why...)
 - relations   the same words in another order around a direction word ("string to int" /
               "int to string", "a greater than b" / "b greater than a")
 - negation    not / no / never / without present on one side only
@@ -93,6 +96,18 @@ def _minimal_pair(a: Slots, b: Slots) -> bool:
     return len(only_a) == 1 and len(only_b) == 1 and len(sa & sb) >= 1
 
 
+def _frame_swap(a: Slots, b: Slots) -> bool:
+    """The same sentence word for word except content words put in place of others that are
+    no synonyms ("How tall is X?" / "How old is X?", "a joke about cats" / "... dogs"): the
+    same question asked about something else. A paraphrase rebuilds the sentence instead."""
+    if len(a.sequence) != len(b.sequence):
+        return False
+    swaps = [(x, y) for x, y in zip(a.sequence, b.sequence, strict=True) if x != y]
+    if not swaps or (len(a.sequence) - len(swaps)) * 2 < len(a.sequence):
+        return False
+    return any(x not in lx.STOP and y not in lx.STOP and not _same_word(x, y) for x, y in swaps)
+
+
 def _same_word(x: str, y: str) -> bool:
     """Equal, or one extends the other (spring / springtime, photo / photography)."""
     return x == y or (min(len(x), len(y)) >= 4 and (x.startswith(y) or y.startswith(x)))
@@ -113,7 +128,7 @@ def _entities_differ(a: Slots, b: Slots) -> bool:
     Code-like tokens (model numbers, part codes, ids) name things too."""
     if ((a.entities | a.identifiers) - b.words) or ((b.entities | b.identifiers) - a.words):
         return True
-    return _minimal_pair(a, b) or _topics_differ(a, b)
+    return _minimal_pair(a, b) or _frame_swap(a, b) or _topics_differ(a, b)
 
 
 # Most specific kinds first: the reason reported is the most telling one.

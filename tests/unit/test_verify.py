@@ -65,3 +65,33 @@ def test_code_like_names_count_as_entities_where_identifiers_are_not_checked() -
     a, b = "What is the release date of fooBar-7?", "What is the release date of fooBar-9?"
     assert not verify(a, b, ["entities"]).ok
     assert verify(a, a.replace("What is", "Tell me"), ["entities"]).ok
+
+
+@pytest.mark.parametrize(("a", "b", "reason"), [
+    # the same sentence, one content word put in place of another: another question
+    ("How heavy is the Statue of Liberty?", "How old is the Statue of Liberty?", "entities"),
+    ("What is the melting point of copper?", "What is the melting point of iron?", "entities"),
+    ("Which vitamins are in spinach?", "Which minerals are in spinach?", "entities"),
+    # asking for a time, a place or a reason
+    ("When did the Berlin Wall fall?", "Why did the Berlin Wall fall?", "contrast"),
+    # ordinal positions
+    ("Who was the third king of Prussia?", "Who was the fifth king of Prussia?", "contrast"),
+])
+def test_a_swapped_word_in_the_same_sentence_is_rejected(a: str, b: str, reason: str) -> None:
+    verdict = verify(a, b)
+    assert (verdict.ok, verdict.reason) == (False, reason)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("What is a good film to watch tonight?", "What is a good movie to watch tonight?"),
+    ("How do I fix this error?", "How do I solve this error?"),
+    # "foot" and "second" are no units here
+    ("Name the second man to set foot on the Moon", "Who was the second man who walked on the Moon?"),
+])
+def test_a_synonym_or_a_unit_word_used_otherwise_passes(a: str, b: str) -> None:
+    assert verify(a, b).ok, verify(a, b)
+
+
+def test_a_unit_named_for_a_measure_still_counts() -> None:
+    assert verify("How many feet are in a mile?", "How many meters are in a mile?").reason \
+        == "numbers"
