@@ -10,7 +10,7 @@ scalar store + hnswlib vector store, ``SearchDistanceEvaluation`` and the defaul
 Quality, per labeled pair (a, b, same): a fresh cache of each system gets ``a`` with an answer,
 then is asked ``b``; a hit on a ``same: false`` pair is a wrong answer. For semcache the
 decision is the category's threshold plus the verifier (``gateway.evaluation``, the same code
-``semcache eval`` runs). Both the development set (ours were tuned on it) and the held-out set.
+``semcache eval`` runs). The development set (ours were tuned on it) and both held-out sets.
 
 Latency: every ``a`` of the set in one cache of each, then every ``b`` looked up; per lookup,
 embedding included, in process (no HTTP on either side): GPTCache's ``get`` vs. semcache's
@@ -97,7 +97,8 @@ def main() -> None:
 
     rows = []
     for name, label in (("dev_pairs.jsonl", "development (ours tuned on it)"),
-                        ("holdout_pairs.jsonl", "held-out (never tuned on)")):
+                        ("holdout_pairs.jsonl", "held-out (never tuned on)"),
+                        ("holdout2_pairs.jsonl", "second held-out (never tuned on)")):
         pairs = load_pairs(DATA / name)
         g_p, g_r, g_fp = gptcache_quality(pairs, new_cache, put, get)
         ours = evaluate(pairs, embedder, cats, classifier).overall_verified
