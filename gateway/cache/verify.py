@@ -97,13 +97,14 @@ def _minimal_pair(a: Slots, b: Slots) -> bool:
 
 
 def _frame_swap(a: Slots, b: Slots) -> bool:
-    """The same sentence word for word except content words put in place of others that are
-    no synonyms ("How tall is X?" / "How old is X?", "a joke about cats" / "... dogs"): the
-    same question asked about something else. A paraphrase rebuilds the sentence instead."""
+    """The same sentence word for word except one or two content words put in place of
+    others that are no synonyms ("How tall is X?" / "How old is X?", "a joke about cats" /
+    "... dogs"): the same question asked about something else. A paraphrase rebuilds the
+    sentence instead."""
     if len(a.sequence) != len(b.sequence):
         return False
     swaps = [(x, y) for x, y in zip(a.sequence, b.sequence, strict=True) if x != y]
-    if not swaps or (len(a.sequence) - len(swaps)) * 2 < len(a.sequence):
+    if not swaps or len(swaps) > 2 or (len(a.sequence) - len(swaps)) * 2 < len(a.sequence):
         return False
     return any(x not in lx.STOP and y not in lx.STOP and not _same_word(x, y) for x, y in swaps)
 
@@ -124,9 +125,11 @@ def _topics_differ(a: Slots, b: Slots) -> bool:
 
 
 def _entities_differ(a: Slots, b: Slots) -> bool:
-    """An entity on one side that the other side does not mention at all, in any case.
+    """An entity on one side that the other side does not mention at all, in any case or
+    under another name of the same thing ("$" / "dollars").
     Code-like tokens (model numbers, part codes, ids) name things too."""
-    if ((a.entities | a.identifiers) - b.words) or ((b.entities | b.identifiers) - a.words):
+    if ((a.entities | a.identifiers) - b.words - b.entities
+            or (b.entities | b.identifiers) - a.words - a.entities):
         return True
     return _minimal_pair(a, b) or _frame_swap(a, b) or _topics_differ(a, b)
 

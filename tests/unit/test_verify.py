@@ -8,6 +8,8 @@ import time
 import pytest
 
 from gateway.cache.verify import verify
+from gateway.categories import load_categories
+from gateway.resources import categories_dir
 
 
 @pytest.mark.parametrize(("a", "b", "reason"), [
@@ -90,6 +92,14 @@ def test_a_swapped_word_in_the_same_sentence_is_rejected(a: str, b: str, reason:
 ])
 def test_a_synonym_or_a_unit_word_used_otherwise_passes(a: str, b: str) -> None:
     assert verify(a, b).ok, verify(a, b)
+
+
+def test_math_questions_about_another_shape_differ() -> None:
+    math = load_categories(categories_dir())["math"].verification.slots
+    a = "What is the area of a square with side 3?"
+    assert not verify(a, a.replace("square", "triangle"), math).ok
+    assert verify("Convert 12 kilograms to pounds", "12 kilograms is how many pounds?", math).ok
+    assert verify("Solve for x: 3x + 3 = 11", "Find x if 3x + 3 = 11", math).ok
 
 
 def test_a_unit_named_for_a_measure_still_counts() -> None:
