@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from gateway.cache.store import NewEntry, Store, changes, make_engine, run_migrations
 from gateway.cache.sync import ChangeFollower
@@ -95,43 +94,37 @@ def test_an_entry_stored_through_one_replica_is_a_hit_on_the_others(
         until(lambda g=gw: indexed(g) == 0, BOUND_S)
 
 
-def test_quota_is_decided_once_for_all_replicas(
-    pg_url: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
-    tmp_path: Path,
-) -> None:
+@pytest.fixture
+def quota_of_3(tmp_path: Path) -> Path:
     overlay = tmp_path / "overlay.yaml"
     overlay.write_text("factual: {quota: 3}\n")
-    a, b, c = replicas(gateway_factory, embedder, pg_url, categories_overlay=overlay)
+    return overlay
+
+
+def test_quota_is_decided_once_for_all_replicas(
+    pg_url: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+    quota_of_3: Path,
+) -> None:
+    a, b, c = replicas(gateway_factory, embedder, pg_url, categories_overlay=quota_of_3)
     q = "What is the boiling point of water at sea level?"
     with ThreadPoolExecutor(6) as pool:  # six writers on three replicas at once
         list(pool.map(lambda i: ask((a, b, c)[i % 3], q, namespace=f"team-{i}"), range(9)))
-    engine = sa.create_engine(pg_url)
-
-    def stored() -> int:
-        with engine.connect() as conn:
-            return int(conn.execute(sa.text(
-                "SELECT count(*) FROM cache_entries WHERE category = 'factual'")).scalar_one())
-
     # a write made before its replica saw the others' may leave one over: the change log
     # brings them within the sync bound and the quota is enforced then; never below it
-    until(lambda: stored() == 3, BOUND_S * 2)
+    until(lambda: stats(a)["factual"]["stored_rows"] == 3, BOUND_S * 2)
     for gw in (a, b, c):
         until(lambda g=gw: stats(g)["factual"]["entries"] == 3, BOUND_S * 2)
-    assert stored() == 3
-    engine.dispose()
+    assert stats(a)["factual"]["stored_rows"] == 3
 
 
 def test_a_write_made_before_seeing_the_others_is_evicted_once_the_log_brings_them(
     pg_url: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
-    tmp_path: Path,
+    quota_of_3: Path,
 ) -> None:
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("factual: {quota: 3}\n")
-    a = gateway_factory(embedder=embedder, database_url=pg_url, admin_key="admin-secret",
-                        categories_overlay=overlay)
+    (a,) = replicas(gateway_factory, embedder, pg_url, n=1, categories_overlay=quota_of_3)
     # b polls the log only every 10 s: its write below is made without seeing a's three
-    b = gateway_factory(embedder=embedder, database_url=pg_url, admin_key="admin-secret",
-                        categories_overlay=overlay, sync_interval_s=10)
+    (b,) = replicas(gateway_factory, embedder, pg_url, n=1, categories_overlay=quota_of_3,
+                    sync_interval_s=10)
     q = "What is the boiling point of water at sea level?"
     for i in range(3):
         ask(a, q, namespace=f"a{i}")
