@@ -15,6 +15,12 @@ STOP = frozenset(
     """.split()
 )
 
+
+def _by_alias(table: dict[str, str]) -> dict[str, str]:
+    """``{canonical: "alias alias ..."}`` -> ``{alias: canonical}``."""
+    return {alias: canon for canon, aliases in table.items() for alias in aliases.split()}
+
+
 NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
     "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
@@ -27,9 +33,7 @@ NUMBER_WORDS = {
 PERCENT_WORDS = frozenset({"percent", "percentage", "pct"})
 
 # Units: each alias maps to one canonical name.
-UNITS = {
-    alias: canon
-    for canon, aliases in {
+UNITS = _by_alias({
         "km": "km kms kilometer kilometers kilometre kilometres",
         "m": "meter meters metre metres",
         "cm": "cm centimeter centimeters",
@@ -62,13 +66,9 @@ UNITS = {
         "kmh": "kmh kph",
         "deg": "degree degrees",
         "rad": "radian radians",
-    }.items()
-    for alias in aliases.split()
-}
+})
 
-CURRENCIES = {
-    alias: canon
-    for canon, aliases in {
+CURRENCIES = _by_alias({
         "usd": "usd $ dollar dollars buck bucks",
         "eur": "eur € euro euros",
         "gbp": "gbp £ pound pounds sterling",
@@ -80,14 +80,10 @@ CURRENCIES = {
         "aud": "aud",
         "btc": "btc bitcoin bitcoins",
         "eth": "eth ether ethereum",
-    }.items()
-    for alias in aliases.split()
-}
+})
 
 # Programming languages, libraries, tools, platforms: an answer for one is wrong for another.
-TECH = {
-    alias: canon
-    for canon, aliases in {
+TECH = _by_alias({
         "python": "python python3 py", "javascript": "javascript js node nodejs node.js",
         "typescript": "typescript ts", "java": "java", "kotlin": "kotlin", "scala": "scala",
         "c": "c", "c++": "c++ cpp", "c#": "c# csharp .net dotnet", "go": "go golang",
@@ -109,9 +105,7 @@ TECH = {
         "nginx": "nginx", "apache": "apache", "webpack": "webpack", "npm": "npm", "pip": "pip",
         "cargo": "cargo", "maven": "maven", "gradle": "gradle", "json": "json", "yaml": "yaml",
         "xml": "xml", "csv": "csv", "regex": "regex regexp",
-    }.items()
-    for alias in aliases.split()
-}
+})
 
 # Contrast groups: one member on one side and another member on the other changes the answer.
 CONTRAST_GROUPS: list[frozenset[str]] = [
@@ -216,9 +210,7 @@ DATE_WORDS = frozenset(
 )
 
 # Words that may replace one another in a paraphrase without changing the question.
-SYNONYMS = {
-    alias: canon
-    for canon, aliases in {
+SYNONYMS = _by_alias({
         "make": "make create write build generate produce implement code craft compose",
         "explain": "explain describe define clarify",
         "show": "show give provide display",
@@ -249,9 +241,7 @@ SYNONYMS = {
         "way": "way method approach",
         "kid": "kid kids child children",
         "share": "share shares stock stocks",
-    }.items()
-    for alias in aliases.split()
-}
+})
 
 # Words before a unit named without a number that make it a measure ("how many feet in a
 # mile", "convert to km"): elsewhere "foot", "second" or "pound" are ordinary words.
