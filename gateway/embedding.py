@@ -74,6 +74,8 @@ class SentenceTransformerEmbedder:
         if dim is None:  # pragma: no cover
             raise RuntimeError(f"model {model_path} does not report an embedding dimension")
         self.dim = int(dim)
+        self.tokenizer = model.tokenizer
+        self.max_length = int(model.max_seq_length or 256)
         log.info("embedding model %s loaded on %s (dim %d)", model_path, self.device, self.dim)
 
     def encode(self, texts: list[str]) -> Vectors:
@@ -197,6 +199,24 @@ class OnnxEmbedder:
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(input_ids)
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
+
+
+def sees_whole(embedder: Embedder, text: str) -> bool:
+    """Whether the model reads all of ``text``. Past its window (256 tokens for MiniLM) it drops
+    the rest without a word, and what its vocabulary lacks (emoji, many scripts, words over 100
+    characters) it reads as one and the same unknown token: "Is 🍕 healthy?" and "Is 🍔
+    healthy?" embed identically (similarity 1.0000). Either way two different texts can look
+    the same to it."""
+    tokenizer = getattr(embedder, "tokenizer", None)
+    window = getattr(embedder, "max_length", None)
+    if tokenizer is None or window is None:
+        return True
+    if len(text) <= window - 2 and text.isascii() and text.isprintable() \
+            and max(map(len, text.split()), default=0) <= 100:
+        # a WordPiece token covers at least one character; printable ASCII words are known
+        return True
+    ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
+    return len(ids) <= window and tokenizer.unk_token_id not in ids
 
 
 def length_groups(lengths: list[int], call_cost: float) -> list[list[int]]:

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.errors import UpstreamError
 from gateway.protocol import PATHS, Endpoint
-from gateway.streaming import SSEParser, StreamAssembler, error_event, storable
+from gateway.streaming import SSEParser, StreamAssembler, error_event, no_store, storable
 from gateway.upstream import Upstream, close, iter_body, read_body, response_headers
 
 log = logging.getLogger(__name__)
@@ -67,11 +67,15 @@ async def forward_completion(
     is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
 
     convert = resp.extensions.get("semcache_convert")  # the backend's format -> the client's
+    # only a plain 200 is a whole answer (not 203's transformed or 206's partial one), and
+    # never one the upstream marked no-store or private
+    if resp.status_code != 200 or no_store(resp.headers.get("cache-control")):
+        on_complete = None
     if resp.status_code >= 400 or not (stream and is_sse):
         content = await read_body(resp)
         if convert is not None and resp.status_code < 400:
             content = convert.body(content)
-        if resp.status_code < 400 and on_complete is not None:
+        if on_complete is not None:
             try:
                 parsed = orjson.loads(content)
             except orjson.JSONDecodeError:

@@ -6,7 +6,7 @@ own bytes, so nothing a client sends is ever dropped or rewritten.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,29 +28,76 @@ class StreamOptions(_Open):
     include_usage: bool | None = None
 
 
+# Strict types for the fields a hit could otherwise answer without the upstream ever seeing
+# them: a value the upstream would refuse (``temperature: "hot"``, ``max_tokens: -5``) is
+# refused here too (400), never answered from cache. The bounds are those every
+# OpenAI-compatible engine shares. How each field bears on the cache: ``cache/keys.py``.
+_Num = Annotated[float, Field(strict=True)]
+_Int = Annotated[int, Field(strict=True)]
+_Bool = Annotated[bool, Field(strict=True)]
+_Str = Annotated[str, Field(strict=True)]
+_Stop = _Str | list[_Str]
+
+
 class ChatCompletionRequest(_Open):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: _Bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
+    n: _Int | None = Field(None, ge=1)
+    logprobs: _Bool | None = None
+    top_logprobs: _Int | None = Field(None, ge=0)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     functions: list[dict[str, Any]] | None = None
+    function_call: Any = None
+    parallel_tool_calls: _Bool | None = None
     response_format: dict[str, Any] | None = None
+    temperature: _Num | None = Field(None, ge=0)
+    top_p: _Num | None = Field(None, ge=0, le=1)
+    frequency_penalty: _Num | None = Field(None, ge=-2, le=2)
+    presence_penalty: _Num | None = Field(None, ge=-2, le=2)
+    max_tokens: _Int | None = Field(None, ge=1)
+    max_completion_tokens: _Int | None = Field(None, ge=1)
+    stop: _Stop | None = None
+    seed: _Int | None = None
+    logit_bias: dict[str, _Num] | None = None
+    modalities: list[_Str] | None = None
+    audio: dict[str, Any] | None = None
+    reasoning_effort: _Str | None = None
+    verbosity: _Str | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    moderation: Any = None
+    user: _Str | None = None
+    safety_identifier: _Str | None = None
+    metadata: dict[str, Any] | None = None
+    store: _Bool | None = None
+    service_tier: _Str | None = None
+    prompt_cache_key: _Str | None = None
+    prompt_cache_retention: _Str | None = None
+    prompt_cache_options: Any = None
 
 
 class CompletionRequest(_Open):
     model: str = Field(min_length=1)
     prompt: str | list[str] | list[int] | list[list[int]]
-    stream: bool = False
+    stream: _Bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, ge=1)
-    best_of: int | None = Field(None, ge=1)
-    logprobs: int | None = None
-    echo: bool | None = None
+    n: _Int | None = Field(None, ge=1)
+    best_of: _Int | None = Field(None, ge=1)
+    logprobs: _Int | None = Field(None, ge=0)
+    echo: _Bool | None = None
     suffix: str | None = None
+    temperature: _Num | None = Field(None, ge=0)
+    top_p: _Num | None = Field(None, ge=0, le=1)
+    frequency_penalty: _Num | None = Field(None, ge=-2, le=2)
+    presence_penalty: _Num | None = Field(None, ge=-2, le=2)
+    max_tokens: _Int | None = Field(None, ge=1)
+    stop: _Stop | None = None
+    seed: _Int | None = None
+    logit_bias: dict[str, _Num] | None = None
+    user: _Str | None = None
 
 
 Endpoint = Literal["chat", "completions"]

@@ -103,7 +103,8 @@ class StreamAssembler:
         """The complete response, or None if the stream must not be stored."""
         if self.error or not self.done or not self.choices:
             return None
-        if any(c.finish_reason != "stop" or c.other_delta for c in self.choices.values()):
+        if any(c.finish_reason != "stop" or c.other_delta or not "".join(c.parts).strip()
+               for c in self.choices.values()):
             return None
         choices: list[dict[str, Any]] = []
         for i, c in sorted(self.choices.items()):
@@ -123,7 +124,8 @@ class StreamAssembler:
 
 
 def storable(endpoint: Endpoint, response: dict[str, Any]) -> bool:
-    """A non-streamed response may be stored if every choice stopped naturally with text."""
+    """A non-streamed response may be stored if every choice stopped naturally with text: no
+    tool call, no refusal, no empty answer."""
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices or "error" in response:
         return False
@@ -132,11 +134,23 @@ def storable(endpoint: Endpoint, response: dict[str, Any]) -> bool:
             return False
         if endpoint == "chat":
             msg = ch.get("message") or {}
-            if not isinstance(msg.get("content"), str) or msg.get("tool_calls"):
+            text = msg.get("content")
+            if msg.get("tool_calls") or msg.get("function_call") or msg.get("refusal"):
                 return False
-        elif not isinstance(ch.get("text"), str):
+        else:
+            text = ch.get("text")
+        if not isinstance(text, str) or not text.strip():
             return False
     return True
+
+
+def no_store(cache_control: str | None) -> bool:
+    """The upstream's ``Cache-Control`` forbids a shared cache to keep the answer (RFC 9111
+    §5.2.2.5 ``no-store``, §5.2.2.7 ``private``)."""
+    if not cache_control:
+        return False
+    directives = {d.strip().split("=", 1)[0].lower() for d in cache_control.split(",")}
+    return bool(directives & {"no-store", "private"})
 
 
 def new_id(endpoint: Endpoint) -> str:

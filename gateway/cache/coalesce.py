@@ -1,11 +1,13 @@
 """Request coalescing: concurrent misses for the same question share one upstream call.
 
-The first miss for a key (same scope, conversation and normalised query) leads: it forwards as
-usual. Misses for the same key that arrive while it is in flight follow: they wait (at most
-``wait_s``) for the leader's outcome instead of calling the backend themselves. A complete
-answer is served to every follower (replayed as a stream where asked); an upstream error status
-or failure is handed to them as it was to the leader; anything else (an answer cut short, a
-wait that runs out) sends the follower upstream on its own.
+The first miss for a key leads: it forwards as usual. The key is the whole request but for
+its delivery (``RequestKey.request_hash``: every field, keyed or shareable, so a leader with
+``max_tokens: 9000`` never stands for a plain follower). Misses with the same key that arrive
+while it is in flight follow: they wait (at most ``wait_s``) for the leader's outcome instead of
+calling the backend themselves. Only a complete answer that may be stored is shared (replayed
+as a stream where asked); anything else — an error status, a failure, an answer cut short or
+marked ``no-store``, a wait that runs out — sends the follower upstream on its own: an error
+is the leader's, not the follower's.
 """
 
 from __future__ import annotations
@@ -14,15 +16,10 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import UpstreamError
-
 
 @dataclass(frozen=True)
 class Shared:
-    response: dict[str, Any] | None = None    # the complete answer
-    status: int | None = None                 # an error status the upstream answered with
-    body: bytes | None = None
-    error: UpstreamError | None = None        # the upstream failed (timeout, unreachable)
+    response: dict[str, Any] | None = None    # the complete answer; None: go upstream yourself
 
 
 class Coalescer:

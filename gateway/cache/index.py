@@ -3,11 +3,21 @@
 Inner product on L2-normalised vectors, so similarity = 1 - hnswlib's distance = cosine.
 Labels are the document store's row ids. Beside the graph the index keeps, per label, what a
 candidate must match before the store is read at all: scope, conversation context, expiry.
-Deleted labels are marked and their slots reused; the capacity doubles when full.
+Deleted labels are marked and their slots reused; the capacity grows when full.
+
+A label must never come to stand for another row's vector. hnswlib's ``replace_deleted`` hands
+a new label the slot of *some* deleted one and forgets that deleted label; if the label being
+added is itself still in the graph as deleted (a store that reuses ids, a change log replayed
+twice), its old slot stays behind under the same label, and a later replacement of that slot
+unmaps the live one. So a label known to the graph is revived and updated in place, only a
+label the graph has never held takes a free slot, and the store's ids are never reused
+(``AUTOINCREMENT`` on SQLite). The request path checks every candidate against the stored row's
+own embedding besides (``cache/service.py``): the index proposes, the store decides.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 import sys
 import threading
@@ -20,6 +30,7 @@ import numpy as np
 
 from gateway.embedding import Vectors
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Meta:
@@ -50,29 +61,53 @@ class CategoryIndex:
     def add(self, ids: list[int], vectors: Vectors, metas: list[Meta]) -> None:
         if not ids:
             return
+        vecs = np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         with self._lock:
-            fresh = [i for i in ids if i not in self._meta]
-            needed = len(self._meta) + len(fresh)
+            in_place: list[int] = []   # rows of ``ids`` whose label the graph holds
+            fresh: list[int] = []      # labels the graph has never held: they take a free slot
+            revived = 0
+            for row, label in enumerate(ids):
+                if label in self._meta:
+                    in_place.append(row)
+                elif self._revive(label):
+                    in_place.append(row)
+                    revived += 1
+                else:
+                    fresh.append(row)
+            # fresh labels fill the deleted (vacant) slots first; only the rest need new ones
+            needed = max(self._index.element_count, len(self._meta) + revived + len(fresh))
             if needed > self._index.get_max_elements():
                 # grow by a quarter, not double: at 1M entries a doubling would hold ~1.7 GB
                 # of empty slots (the graph preallocates every slot)
                 cap = self._index.get_max_elements()
                 self._index.resize_index(max(needed, cap + cap // 4 + 1024))
-            self._index.add_items(
-                np.asarray(vectors, dtype=np.float32).reshape(len(ids), self.dim),
-                np.asarray(ids, dtype=np.int64), replace_deleted=True,
-            )
+            for rows, replace in ((in_place, False), (fresh, True)):
+                if rows:
+                    self._index.add_items(vecs[rows], np.asarray([ids[r] for r in rows],
+                                                                 dtype=np.int64),
+                                          replace_deleted=replace)
             for i, meta in zip(ids, metas, strict=True):
                 # a few scopes are shared by many entries: keep one copy of each hash
                 self._meta[i] = Meta(sys.intern(meta.scope_hash), sys.intern(meta.context_hash),
                                      meta.expires_at)
+
+    def _revive(self, label: int) -> bool:
+        """Unmark ``label`` if the graph holds it as deleted; False if the graph never held it."""
+        try:
+            self._index.unmark_deleted(label)
+        except RuntimeError:  # "Label not found" (or, impossible here, "not deleted")
+            return False
+        return True
 
     def remove(self, ids: list[int]) -> int:
         removed = 0
         with self._lock:
             for i in ids:
                 if self._meta.pop(i, None) is not None:
-                    self._index.mark_deleted(i)
+                    try:
+                        self._index.mark_deleted(i)
+                    except RuntimeError:  # gone from the graph: unsearchable without its meta
+                        log.error("index label %d was not in the graph", i)
                     removed += 1
         return removed
 

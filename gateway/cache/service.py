@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
@@ -31,7 +32,7 @@ from gateway.cache.sync import ChangeFollower
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
-from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder
+from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, sees_whole
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import discard, forward_completion, open_completion
 from gateway.load import LoadMonitor
@@ -200,7 +201,9 @@ class CacheService:
                 f"X-Semcache-Category {forced!r} is not a category; known: "
                 + ", ".join(sorted(self.categories)), param="X-Semcache-Category",
             )
-        out = {"x-semcache-truncated": "true"} if key.truncated else {}
+        # the embedder must see all of the query for a semantic match; else exact repeats only
+        whole = not key.truncated and sees_whole(self.batcher.embedder, key.text)
+        out = {} if whole else {"x-semcache-truncated": "true"}
 
         if key.bypass is not None or not self.warm.is_set() or not self.breaker.closed:
             reason = key.bypass or ("warming_up" if not self.warm.is_set() else "store_unavailable")
@@ -214,7 +217,7 @@ class CacheService:
                                    {**out, "x-semcache-category": category.name})
         try:
             with self.metrics.stage("embed"):
-                vec = await self.batcher.embed(key.text)
+                vec = await self.batcher.embed(key.embed_text)
         except Exception:
             log.exception("embedding failed; request bypasses the cache")
             return await self._forward(key, raw, headers, parsed.stream, None, None,
@@ -234,7 +237,7 @@ class CacheService:
         if category.hedge and plan.lookup:
             # low-hit-rate category: the upstream call starts now, the lookup runs beside it
             hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw))
-        if plan.lookup:
+        if plan.lookup and whole:
             nearest: float | None = None
             for name in ranked:
                 neighbour = self.categories[name]
@@ -279,7 +282,8 @@ class CacheService:
             return None
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
                 or row.context_hash != key.context_hash \
-                or normalise(row.query_text) != normalise(key.text):
+                or normalise(row.query_text) != normalise(key.text) \
+                or not key.fits(row.completion_tokens):
             return None
         self.hits.count(entry_id, now)
         return category, Hit(row, 1.0)
@@ -297,7 +301,7 @@ class CacheService:
         slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
         check = category.verification.enabled or searched.verification.enabled
         # one thread hop for both: a hop costs about as much CPU as the search itself
-        nearest, candidates, rows = await asyncio.to_thread(
+        nearest, candidates, rows, partial = await asyncio.to_thread(
             self._search_and_read, index, vec, threshold, key, now)
         if not candidates:
             return Lookup(None, nearest, {})
@@ -311,8 +315,18 @@ class CacheService:
                 self._drop(searched.name, [entry_id])
                 continue
             if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                    or row.context_hash != key.context_hash:
+                    or row.context_hash != key.context_hash or entry_id in partial \
+                    or not key.fits(row.completion_tokens):
                 continue
+            # The index only proposes: the row's own vector must be as near as its label was
+            # (a label that came to stand for another row can never serve that row's answer).
+            own = _similarity(row, vec)
+            if row.category != searched.name or own < threshold:
+                log.error("index label %d of %r does not match its stored row (similarity "
+                          "%.4f, listed %.4f); dropped", entry_id, searched.name, own, sim)
+                self._drop(searched.name, [entry_id])
+                continue
+            sim = own
             if check:
                 with self.metrics.stage("verify"):
                     verdict = verify(key.text, row.query_text, slots)
@@ -326,22 +340,26 @@ class CacheService:
 
     def _search_and_read(
         self, index: CategoryIndex, vec: Vectors, threshold: float, key: RequestKey, now: float,
-    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None]:
-        """Blocking: the nearest similarity, the candidates over ``threshold``, and their rows
-        (None when the store failed)."""
+    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None, set[int]]:
+        """Blocking: the nearest similarity, the candidates over ``threshold``, their rows
+        (None when the store failed), and those of the rows whose query the embedder did not
+        see whole (they serve exact repeats only)."""
         with self.metrics.stage("search"):
             near = index.search(vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
                                 context_hash=key.context_hash, now=now)
         nearest = near[0][1] if near else None
         candidates = [(i, s) for i, s in near if s >= threshold]
         if not candidates:
-            return nearest, candidates, {}
+            return nearest, candidates, {}, set()
         try:
             with self.metrics.stage("store_read"):
                 rows = self.store.get_many([i for i, _ in candidates])
-            return nearest, candidates, rows
         except SQLAlchemyError:
-            return nearest, candidates, None
+            return nearest, candidates, None, set()
+        embedder, max_chars = self.batcher.embedder, self.settings.max_query_chars
+        partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
+                   or not sees_whole(embedder, row.query_text)}
+        return nearest, candidates, rows, partial
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,
@@ -351,6 +369,7 @@ class CacheService:
         self.metrics.upstream_calls_avoided.labels(category.name).inc()
         self.metrics.tokens_saved.labels(category.name).inc(_completion_tokens(hit.entry))
         body = fresh(key.endpoint, hit.entry.response)
+        body["usage"] = _hit_usage(hit.entry, key)
         headers = {
             **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
             "age": str(max(0, int(time.time() - hit.entry.created_at))),
@@ -377,26 +396,22 @@ class CacheService:
         (``parsed`` given), unless a hedged request is already ``opened``."""
         outcome = "bypass" if "x-semcache-bypass" in out else "miss"
         coalesce = store_in is not None and parsed is not None and self.settings.coalesce
-        ckey = key.exact_hash
+        ckey = key.request_hash
         if coalesce and (leading := self.coalescer.in_flight(ckey)) is not None:
             shared = await self.coalescer.follow(leading)
             if shared is not None and shared.response is not None and parsed is not None \
                     and store_in is not None:
                 self.metrics.coalesced.labels(store_in.name).inc()
+                usage = shared.response.get("usage") or {}
                 hit = Hit(StoredEntry(
                     id=0, category=store_in.name, scope_hash=key.scope_hash,
                     context_hash=key.context_hash, query_text=key.text,
-                    response=shared.response, completion_tokens=None, created_at=time.time(),
-                    expires_at=0.0, hit_count=0), 1.0)
+                    response=shared.response, completion_tokens=usage.get("completion_tokens"),
+                    created_at=time.time(), expires_at=0.0, hit_count=0), 1.0)
                 return self._serve(key, store_in, hit, parsed,
                                    {**out, "x-semcache-coalesced": "true"})
-            if shared is not None and shared.status is not None and shared.body is not None:
-                return Response(shared.body, status_code=shared.status,
-                                media_type="application/json",
-                                headers={**out, "x-semcache": "miss",
-                                         "x-semcache-coalesced": "true"})
-            if shared is not None and shared.error is not None:
-                raise type(shared.error)(shared.error.message)
+            # no complete answer to share (an error, a cut-off or no-store answer, a wait that
+            # ran out): the leader's outcome is not this request's; it makes its own call
         lead = self.coalescer.lead(ckey) if coalesce else None
 
         async def on_complete(response: dict[str, Any]) -> None:
@@ -407,9 +422,7 @@ class CacheService:
 
         def on_end(status: int, body: bytes | None) -> None:
             if lead is not None:
-                failed = status >= 400 and body is not None
-                self.coalescer.finish(ckey, lead, Shared(status=status, body=body)
-                                      if failed else Shared())
+                self.coalescer.finish(ckey, lead, Shared())
 
         try:
             return await forward_completion(
@@ -417,9 +430,9 @@ class CacheService:
                 on_complete=on_complete if store_in is not None else None,
                 extra_headers={**out, "x-semcache": outcome}, on_end=on_end, opened=opened,
             )
-        except UpstreamError as exc:
+        except UpstreamError:
             if lead is not None:
-                self.coalescer.finish(ckey, lead, Shared(error=exc))
+                self.coalescer.finish(ckey, lead, Shared())
             raise
 
     async def _store(
@@ -461,6 +474,29 @@ class CacheService:
             )
             self._drop(category.name, victims)
             self.metrics.evictions.labels(category.name).inc(len(victims))
+
+
+def _similarity(row: StoredEntry, vec: Vectors) -> float:
+    if row.embedding is None or row.embedding.size != vec.size:
+        return -1.0
+    return float(np.dot(row.embedding, vec.reshape(-1)))
+
+
+def _hit_usage(entry: StoredEntry, key: RequestKey) -> dict[str, Any]:
+    """A hit's ``usage``, in the shape OpenAI clients read: the stored answer's own counts
+    (about four characters a token where the upstream gave none), every prompt token reported
+    as cached (``prompt_tokens_details.cached_tokens``): nothing was computed for this one."""
+    stored = entry.response.get("usage") or {}
+    completion = stored.get("completion_tokens")
+    if not isinstance(completion, int):
+        completion = _completion_tokens(entry)
+    prompt = stored.get("prompt_tokens")
+    if not isinstance(prompt, int):
+        prompt = max(1, len(key.text) // 4)
+    return {**stored, "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {**(stored.get("prompt_tokens_details") or {}),
+                                      "cached_tokens": prompt}}
 
 
 def _completion_tokens(entry: StoredEntry) -> int:

@@ -54,6 +54,7 @@ entries = sa.Table(
     sa.Index("ix_cache_entries_category_expires", "category", "expires_at"),
     sa.Index("ix_cache_entries_scope", "scope_hash"),
     sa.Index("ix_cache_entries_exact", "exact_hash"),
+    sqlite_autoincrement=True,  # an id is never handed out twice (migration 0005)
 )
 
 feedback = sa.Table(
@@ -141,12 +142,13 @@ class StoredEntry:
     created_at: float
     expires_at: float
     hit_count: int
+    embedding: Vectors | None = None   # the vector the row was stored with
 
 
 # built once: a hit's read is the hot path, and building the statement cost more than running it
 _GET_MANY = sa.select(*(entries.c[n] for n in (
     "id", "category", "scope_hash", "context_hash", "query_text", "response",
-    "completion_tokens", "created_at", "expires_at", "hit_count",
+    "completion_tokens", "created_at", "expires_at", "hit_count", "embedding",
 ))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -243,6 +245,7 @@ class Store:
                 context_hash=r.context_hash, query_text=r.query_text,
                 response=orjson.loads(r.response), completion_tokens=r.completion_tokens,
                 created_at=r.created_at, expires_at=r.expires_at, hit_count=r.hit_count,
+                embedding=_vec(r.embedding),
             )
             for r in rows
         }

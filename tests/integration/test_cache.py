@@ -300,7 +300,8 @@ def test_two_tenants_never_share_entries(gw: ServerThread) -> None:
 
 
 def test_restart_from_index_snapshot_reconciles_with_store(
-    start: Callable[..., ServerThread], tmp_path: Path, database_url: str
+    start: Callable[..., ServerThread], tmp_path: Path, database_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     snap = tmp_path / "snap"
     gw = start(index_snapshot_dir=snap)
@@ -312,26 +313,30 @@ def test_restart_from_index_snapshot_reconciles_with_store(
     assert (snap / "manifest.json").is_file()
 
     engine = sa.create_engine(database_url)
-    with engine.begin() as conn:
-        # behind the snapshot's back: one row deleted, the kept row's stored vector zeroed
-        # (a rebuild from the store could then no longer find it by a paraphrase)
+    with engine.begin() as conn:  # behind the snapshot's back
         conn.execute(sa.text("DELETE FROM cache_entries WHERE query_text = :q"), {"q": gone})
+
+    with caplog.at_level("INFO", logger="gateway.cache.warmup"):
+        again = start(index_snapshot_dir=snap)
+    assert any("1 entries kept, 0 added" in r.getMessage() for r in caplog.records), \
+        "the graph should come from the snapshot"
+    chat = chat_fn(again)
+    text, h = chat("Which ocean is the largest on Earth?")
+    assert h["x-semcache"] == "hit"
+    assert text == original
+    assert chat(gone)[1]["x-semcache"] == "miss", "a row deleted since must leave the index"
+    again.stop()
+
+    # the kept row's stored vector changed behind the snapshot's back: the snapshot's graph
+    # still proposes the row, but only the row's own vector can make it a hit
+    with engine.begin() as conn:
         blob = conn.execute(sa.text("SELECT embedding FROM cache_entries WHERE query_text = :q"),
                             {"q": keep}).scalar_one()
         conn.execute(sa.text("UPDATE cache_entries SET embedding = :e WHERE query_text = :q"),
                      {"e": bytes(len(blob)), "q": keep})
     engine.dispose()
-
-    again = start(index_snapshot_dir=snap)
-    chat = chat_fn(again)
-    text, h = chat("Which ocean is the largest on Earth?")
-    assert h["x-semcache"] == "hit", "the graph should come from the snapshot"
-    assert text == original
-    assert chat(gone)[1]["x-semcache"] == "miss", "a row deleted since must leave the index"
-    again.stop()
-
-    rebuilt = start()  # no snapshot: rebuilt from the (zeroed) store rows
-    assert chat_fn(rebuilt)("Which ocean is the largest on Earth?")[1]["x-semcache"] == "miss"
+    third = start(index_snapshot_dir=snap)
+    assert chat_fn(third)("Which ocean is the largest on Earth?")[1]["x-semcache"] == "miss"
 
 
 def test_answers_cut_at_max_tokens_are_not_stored_and_context_errors_pass_through(

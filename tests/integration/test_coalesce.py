@@ -51,10 +51,11 @@ def test_identical_misses_share_one_upstream_call(
     assert outcomes.count("miss") == 1 and outcomes.count("hit") == 8
     assert sum(h.get("x-semcache-coalesced") == "true" for _, h, _ in results) == 8
 
-    # an upstream error is handed to every waiter, still from one call
+    # an upstream error is the leader's alone: every waiter makes its own call (issue 16,
+    # item 7; before, the leader's 429 was handed to all of them)
     results = asyncio.run(burst(url, "Explain how volcanoes form", 6,
                                 {"x-fake-delay": "0.8", "x-fake-status": "429"}))
-    assert upstream_stats()["/v1/chat/completions"] == 2
+    assert upstream_stats()["/v1/chat/completions"] == 1 + 6
     assert [status for status, _, _ in results] == [429] * 6
 
     # different questions are not coalesced
@@ -63,4 +64,31 @@ def test_identical_misses_share_one_upstream_call(
             await asyncio.gather(*(one(c, url, f"Explain topic {i} in detail", False,
                                        {"x-fake-delay": "0.3"}) for i in range(4)))
     asyncio.run(distinct())
-    assert upstream_stats()["/v1/chat/completions"] == 6
+    assert upstream_stats()["/v1/chat/completions"] == 7 + 4
+
+
+def test_only_identical_requests_are_coalesced(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    upstream_stats: Callable[[], dict[str, int]],
+) -> None:
+    """A leader with ``max_tokens: 9000`` that fails (the context is too long for it) does not
+    hand its 400 to a plain request for the same question that arrives meanwhile."""
+    gw: ServerThread = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/c.db")
+    url = f"{gw.url}/v1/chat/completions"
+    q = [{"role": "user", "content": "Explain how glaciers move"}]
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            leader = asyncio.ensure_future(c.post(
+                url, json={"model": "fake-small", "messages": q, "max_tokens": 9000},
+                headers={**HEADERS, "x-fake-delay": "0.8", "x-fake-status": "400"}))
+            await asyncio.sleep(0.3)
+            follower = await c.post(url, json={"model": "fake-small", "messages": q},
+                                    headers=HEADERS)
+            return await leader, follower
+
+    leader, follower = asyncio.run(scenario())
+    assert leader.status_code == 400
+    assert follower.status_code == 200, follower.text
+    assert follower.headers.get("x-semcache-coalesced") is None
+    assert upstream_stats()["/v1/chat/completions"] == 2

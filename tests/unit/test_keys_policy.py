@@ -58,10 +58,14 @@ def test_bypass_reasons(kw: dict, reason: str) -> None:
     assert chat_key(_chat(**kw), "d", 100).bypass == reason
 
 
-def test_text_parts_are_joined_and_long_text_truncated() -> None:
+def test_text_parts_are_joined_and_only_the_embedding_sees_a_cut_text() -> None:
     k = chat_key(_chat(messages=[{"role": "user", "content": [
         {"type": "text", "text": "abc"}, {"type": "text", "text": "def"}]}]), "d", 5)
-    assert k.bypass is None and k.text == "abc\nd" and k.truncated
+    assert k.bypass is None and k.truncated
+    assert k.text == "abc\ndef" and k.embed_text == "abc\nd"
+    # the exact key covers the whole query: a different tail is another key
+    other = chat_key(_chat(messages=[{"role": "user", "content": "abc\ndXY"}]), "d", 5)
+    assert other.embed_text == k.embed_text and other.exact_hash != k.exact_hash
 
 
 def test_completion_keys() -> None:
