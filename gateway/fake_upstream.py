@@ -9,9 +9,14 @@ from a fresh one. Behaviour is steered per request by headers (the gateway forwa
     x-fake-cut-after: 3         break the connection after this many stream chunks
     x-fake-finish: length       finish_reason to report (default "stop")
     x-fake-bad-json: 1          answer 200 with a body that is not JSON
+    x-fake-ok-status: 203       answer with this success status instead of 200
+    x-fake-cache-control: v     send ``Cache-Control: v`` with the answer
+    x-fake-refusal: 1           refuse (``message.refusal``, repeated as the content)
+    x-fake-empty: 1             answer with empty content
 
 Like a real server (llama.cpp's, measured in tests/integration/test_real_model.py), it honours
-``max_tokens`` (the answer is cut, ``finish_reason: "length"``) and has a context window
+``max_tokens`` (the answer is cut, ``finish_reason: "length"``) and ``stop`` (the answer ends
+before the first stop string, ``finish_reason: "stop"``), and has a context window
 (``context_tokens``; a longer prompt gets 400 ``context_length_exceeded``). Tokens are words.
 
 ``GET /fake/stats`` tells how many requests each path received; ``POST /fake/reset`` zeroes it.
@@ -183,8 +188,18 @@ def create_fake_app(
                 f"However, you requested {prompt_tokens + (limit or 0)} tokens.",
                 "type": "invalid_request_error", "param": "messages" if chat else "prompt",
                 "code": "context_length_exceeded"}}, status_code=400)
+        stops = body.get("stop") or []
+        for stop in [stops] if isinstance(stops, str) else stops:
+            if stop and stop in text:
+                text = text[: text.index(stop)]
+        if h.get("x-fake-empty"):
+            text = ""
         if isinstance(limit, int) and 0 < limit < _tokens(text):
             text, finish = " ".join(text.split()[:limit]), "length"
+        extra_headers = {"cache-control": h["x-fake-cache-control"]} \
+            if "x-fake-cache-control" in h else {}
+        ok_status = int(h.get("x-fake-ok-status", 200))
+        refusal = "I can't help with that." if h.get("x-fake-refusal") else None
         rid = ("chatcmpl-" if chat else "cmpl-") + hashlib.md5(str(time.time_ns()).encode()).hexdigest()
         created = int(time.time())
         usage = {
@@ -195,7 +210,9 @@ def create_fake_app(
         if not body.get("stream"):
             choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
             if chat:
-                choice["message"] = {"role": "assistant", "content": text}
+                # some servers put the refusal in the content too
+                choice["message"] = {"role": "assistant", "content": refusal or text,
+                                     "refusal": refusal}
             else:
                 choice["text"] = text
             obj = "chat.completion" if chat else "text_completion"
@@ -209,7 +226,7 @@ def create_fake_app(
                     raise ConnectionResetError("fake upstream cut the body")
 
                 return StreamingResponse(cut(), media_type="application/json")
-            return JSONResponse(payload)
+            return JSONResponse(payload, status_code=ok_status, headers=extra_headers)
 
         chunk_delay = float(h.get("x-fake-chunk-delay", chunk_delay_s))
         cut_after = int(h.get("x-fake-cut-after", -1))
@@ -228,6 +245,9 @@ def create_fake_app(
             if chat:
                 yield event({"index": 0, "delta": {"role": "assistant", "content": ""},
                              "finish_reason": None})
+            if refusal:
+                yield event({"index": 0, "delta": {"refusal": refusal}, "finish_reason": None})
+                pieces.clear()
             for i, piece in enumerate(pieces):
                 if i == cut_after:
                     raise ConnectionResetError("fake upstream cut the stream")
@@ -247,7 +267,8 @@ def create_fake_app(
                 yield b"data: " + orjson.dumps(obj) + b"\n\n"
             yield b"data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 status_code=ok_status, headers=extra_headers)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
