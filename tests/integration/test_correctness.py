@@ -149,7 +149,7 @@ def test_stop_sequences_are_keyed(client: openai.OpenAI) -> None:
     whole, h2 = ask(client, q)
     assert h2["x-semcache"] == "miss" and text_of(whole) == fake_text("fake-small", q)
     assert text_of(ask(client, q, stop=[":"])[0]) == text_of(cut)
-    other, h3 = ask(client, q, stop=["."])
+    _, h3 = ask(client, q, stop=["."])
     assert h3["x-semcache"] == "miss"
 
 
