@@ -143,7 +143,8 @@ class Settings(BaseSettings):
     )
     embedding_max_batch: int = Field(64, ge=1)
     max_query_chars: int = Field(
-        4000, ge=64, description="Query text beyond this is cut before embedding (header says so)."
+        4000, ge=64, description="Query text beyond this is cut before embedding; such a query "
+        "is served exact repeats only (header says so)."
     )
     classify_min_similarity: float = Field(
         0.25, ge=-1, le=1, description="Below this the request goes to the `general` category."

@@ -201,22 +201,24 @@ class OnnxEmbedder:
         return np.asarray(self.session.run(None, feed)[0], dtype=np.float32)
 
 
-def sees_whole(embedder: Embedder, text: str) -> bool:
-    """Whether the model reads all of ``text``. Past its window (256 tokens for MiniLM) it drops
-    the rest without a word, and what its vocabulary lacks (emoji, many scripts, words over 100
-    characters) it reads as one and the same unknown token: "Is 🍕 healthy?" and "Is 🍔
-    healthy?" embed identically (similarity 1.0000). Either way two different texts can look
-    the same to it."""
+def unseen(embedder: Embedder, text: str) -> str | None:
+    """What of ``text`` the model does not read: None (all of it), ``"too_long"`` or
+    ``"unknown_tokens"``. Past its window (256 tokens for MiniLM) it drops the rest without a
+    word, and what its vocabulary lacks (emoji, many scripts, words over 100 characters) it
+    reads as one and the same unknown token: "Is 🍕 healthy?" and "Is 🍔 healthy?" embed
+    identically (similarity 1.0000). Either way two different texts can look the same to it."""
     tokenizer = getattr(embedder, "tokenizer", None)
     window = getattr(embedder, "max_length", None)
     if tokenizer is None or window is None:
-        return True
+        return None
     if len(text) <= window - 2 and text.isascii() and text.isprintable() \
             and max(map(len, text.split()), default=0) <= 100:
         # a WordPiece token covers at least one character; printable ASCII words are known
-        return True
+        return None
     ids = tokenizer(text, truncation=False, verbose=False)["input_ids"]
-    return len(ids) <= window and tokenizer.unk_token_id not in ids
+    if len(ids) > window:
+        return "too_long"
+    return "unknown_tokens" if tokenizer.unk_token_id in ids else None
 
 
 def length_groups(lengths: list[int], call_cost: float) -> list[list[int]]:

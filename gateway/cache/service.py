@@ -32,7 +32,7 @@ from gateway.cache.sync import ChangeFollower
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
-from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, sees_whole
+from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.forwarding import discard, forward_completion, open_completion
 from gateway.load import LoadMonitor
@@ -201,9 +201,12 @@ class CacheService:
                 f"X-Semcache-Category {forced!r} is not a category; known: "
                 + ", ".join(sorted(self.categories)), param="X-Semcache-Category",
             )
-        # the embedder must see all of the query for a semantic match; else exact repeats only
-        whole = not key.truncated and sees_whole(self.batcher.embedder, key.text)
-        out = {} if whole else {"x-semcache-truncated": "true"}
+        # the embedder must read all of the query for a semantic match; else exact repeats only
+        missed = "too_long" if key.truncated else unseen(self.batcher.embedder, key.text)
+        whole = missed is None
+        out = {} if whole else {"x-semcache-exact-only": missed}
+        if key.truncated:
+            out["x-semcache-truncated"] = "true"
 
         if key.bypass is not None or not self.warm.is_set() or not self.breaker.closed:
             reason = key.bypass or ("warming_up" if not self.warm.is_set() else "store_unavailable")
@@ -358,7 +361,7 @@ class CacheService:
             return nearest, candidates, None, set()
         embedder, max_chars = self.batcher.embedder, self.settings.max_query_chars
         partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
-                   or not sees_whole(embedder, row.query_text)}
+                   or unseen(embedder, row.query_text) is not None}
         return nearest, candidates, rows, partial
 
     def _serve(

@@ -136,3 +136,6 @@ async def follow_forever(svc: CacheService, follower: ChangeFollower) -> None:
         except SQLAlchemyError:
             svc.metrics.sync_errors.inc()
             log.warning("change log poll failed; retrying", exc_info=log.isEnabledFor(10))
+        except Exception:  # a bug must not stop replica sync for good
+            svc.metrics.sync_errors.inc()
+            log.exception("applying the change log failed; retrying")

@@ -4,6 +4,7 @@ hit counts written in batches instead of one UPDATE per hit."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
     from gateway.cache.service import CacheService
+
+log = logging.getLogger(__name__)
 
 
 class HitCounter:
@@ -61,3 +64,5 @@ async def sweep_forever(svc: CacheService) -> None:
             await sweep(svc)
         except SQLAlchemyError:
             svc.breaker.failed("sweep")
+        except Exception:  # a bug must not stop expiry for good: log it, sweep again later
+            log.exception("sweep failed; retrying at the next interval")

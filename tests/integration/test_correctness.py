@@ -97,17 +97,21 @@ def test_ids_reused_after_expiry_never_serve_another_question(
 def test_a_long_document_with_another_question_is_not_a_hit(client: openai.OpenAI) -> None:
     """Item 2: past what the embedder sees, only an exact repeat of the whole text is served."""
     report = " ".join(f"In quarter {i} the company sold {i * 37} units in region {i % 7}."
-                      for i in range(60))  # ~4,000 characters, far past 256 tokens
+                      for i in range(90))  # ~4,800 characters, far past 256 tokens
     summary, h1 = ask(client, report + "\n\nSummarize this report.")
     assert h1["x-semcache"] == "miss" and h1["x-semcache-truncated"] == "true"
+    assert h1["x-semcache-exact-only"] == "too_long"
     translated, h2 = ask(client, report + "\n\nTranslate this report into German.")
     assert h2["x-semcache"] == "miss"
     assert text_of(translated) != text_of(summary)
     _, h3 = ask(client, report + "\n\nSummarize   this report.")  # same up to whitespace
     assert h3["x-semcache"] == "hit"
-    # a question shorter than the limit, but close to the document's head, is no hit either
+    # a short query, close to the document's head, is searched but never finds the long entry
     _, h4 = ask(client, report[:600])
-    assert h4["x-semcache"] == "miss"
+    assert h4["x-semcache"] == "miss" and "x-semcache-exact-only" not in h4
+    # 1,500 characters: not cut by SEMCACHE_MAX_QUERY_CHARS, still past the model's 256 tokens
+    _, h5 = ask(client, report[:1500])
+    assert h5["x-semcache-exact-only"] == "too_long" and "x-semcache-truncated" not in h5
 
 
 def test_what_the_embedder_cannot_read_is_not_matched_semantically(client: openai.OpenAI) -> None:
@@ -115,6 +119,7 @@ def test_what_the_embedder_cannot_read_is_not_matched_semantically(client: opena
     _, h1 = ask(client, "Is 🍕 healthy to eat every day?")
     pizza, h2 = ask(client, "Is 🍔 healthy to eat every day?")
     assert (h1["x-semcache"], h2["x-semcache"]) == ("miss", "miss")
+    assert h2["x-semcache-exact-only"] == "unknown_tokens" and "x-semcache-truncated" not in h2
     assert text_of(pizza) == fake_text("fake-small", "Is 🍔 healthy to eat every day?")
     assert ask(client, "Is 🍕 healthy to eat every day?")[1]["x-semcache"] == "hit"  # exact
 
