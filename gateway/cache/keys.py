@@ -149,7 +149,8 @@ class RequestKey:
         return hashlib.sha256(f"{self.scope_hash}|{self.context_hash}|{text}".encode()).hexdigest()
 
     def fits(self, completion_tokens: int | None) -> bool:
-        """Whether a stored answer of ``completion_tokens`` may serve this request."""
+        """Whether a stored answer of (at most) ``completion_tokens`` may serve this request;
+        one of unknown length serves only a request without a limit."""
         if self.max_tokens is None:
             return True
         return completion_tokens is not None and completion_tokens <= self.max_tokens

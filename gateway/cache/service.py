@@ -286,7 +286,7 @@ class CacheService:
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
                 or row.context_hash != key.context_hash \
                 or normalise(row.query_text) != normalise(key.text) \
-                or not key.fits(row.completion_tokens):
+                or not key.fits(_token_bound(row)):
             return None
         self.hits.count(entry_id, now)
         return category, Hit(row, 1.0)
@@ -319,7 +319,7 @@ class CacheService:
                 continue
             if row.expires_at <= now or row.scope_hash != key.scope_hash \
                     or row.context_hash != key.context_hash or entry_id in partial \
-                    or not key.fits(row.completion_tokens):
+                    or not key.fits(_token_bound(row)):
                 continue
             # The index only proposes: the row's own vector must be as near as its label was
             # (a label that came to stand for another row can never serve that row's answer).
@@ -483,6 +483,18 @@ def _similarity(row: StoredEntry, vec: Vectors) -> float:
     if row.embedding is None or row.embedding.size != vec.size:
         return -1.0
     return float(np.dot(row.embedding, vec.reshape(-1)))
+
+
+def _token_bound(entry: StoredEntry) -> int | None:
+    """The answer's completion tokens, or where the upstream gave no count (a stream stored
+    without ``include_usage``) a bound no tokenizer exceeds: its UTF-8 bytes (a byte-level BPE
+    or SentencePiece token covers at least one byte)."""
+    if entry.completion_tokens is not None:
+        return entry.completion_tokens
+    if entry.response.get("choices") is None:
+        return None
+    return sum(len(((ch.get("message") or {}).get("content") or ch.get("text") or "").encode())
+               for ch in entry.response["choices"])
 
 
 def _hit_usage(entry: StoredEntry, key: RequestKey) -> dict[str, Any]:

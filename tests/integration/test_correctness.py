@@ -292,3 +292,16 @@ def test_hits_carry_usage(client: openai.OpenAI) -> None:
     assert h["x-semcache"] == "hit"
     assert again.usage.completion_tokens == fresh.usage.completion_tokens
     assert again.usage.prompt_tokens == fresh.usage.prompt_tokens
+
+
+def test_a_stream_stored_without_a_token_count_serves_a_limit_it_surely_fits(
+    client: openai.OpenAI,
+) -> None:
+    """Without ``include_usage`` the upstream gives no count: the answer's UTF-8 bytes bound it
+    from above, so a limit over that is served and one under it is not."""
+    q = "How does photosynthesis work?"
+    list(client.chat.completions.create(model="fake-small", stream=True,
+                                        messages=[{"role": "user", "content": q}]))
+    size = len(fake_text("fake-small", q).encode())
+    assert ask(client, q, max_tokens=size)[1]["x-semcache"] == "hit"
+    assert ask(client, q, max_tokens=size - 1)[1]["x-semcache"] == "miss"
