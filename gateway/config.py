@@ -187,6 +187,12 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="SHA-256 hex of an API key -> namespace (keys that should share entries).",
     )
+    extra_fields: dict[str, Literal["keyed", "shareable", "bypass"]] = Field(
+        default_factory=dict,
+        description="Request fields outside OpenAI's API that your engine takes (vLLM's top_k, "
+        "chat_template_kwargs, ...) -> how the cache treats them; any other unknown field "
+        "makes the request bypass.",
+    )
     trust_namespace_header: bool = Field(
         False, description="X-Semcache-Namespace names the namespace itself (only behind a "
         "trusted proxy); otherwise it is a sub-namespace of the API key's tenant.",

@@ -14,7 +14,8 @@ Every field of an OpenAI (chat) completions request is in exactly one class of t
   when its completion tokens fit under the cap.
 
 A field the table does not know makes the request bypass (``unknown_field``): never silently
-ignored. ``messages`` is keyed piece by piece:
+ignored. An operator may class the fields of their engine (vLLM's ``top_k``, llama.cpp's
+``cache_prompt``) with ``SEMCACHE_EXTRA_FIELDS`` — keyed, shareable or bypass. ``messages`` is keyed piece by piece:
 
 - ``text``: the last user message (chat) or the prompt (completions), whole; the exact key and
   the verifier see all of it. Only the embedding sees a shortened text (``embed_text``); when the
@@ -240,14 +241,15 @@ def namespace_of(
 
 
 def _classify(
-    data: dict[str, Any], table: Mapping[str, str]
+    data: dict[str, Any], table: Mapping[str, str], extra: Mapping[str, str] | None,
 ) -> tuple[dict[str, Any], int | None, str | None]:
-    """The keyed fields' values, the LIMIT, and the bypass reason (or None)."""
+    """The keyed fields' values, the LIMIT, and the bypass reason (or None). ``extra``: the
+    operator's classes for fields outside OpenAI's API (``SEMCACHE_EXTRA_FIELDS``)."""
     keyed: dict[str, Any] = {}
     limit: int | None = None
     bypass: str | None = None
     for name, value in data.items():
-        kind = table.get(name)
+        kind = table.get(name) or (extra or {}).get(name)
         if kind is None:
             bypass = bypass or "unknown_field"
         elif kind == KEYED:
@@ -264,9 +266,12 @@ def _request_hash(namespace: str, data: dict[str, Any]) -> str:
                     **{k: v for k, v in data.items() if k not in _DELIVERY}})
 
 
-def chat_key(req: ChatCompletionRequest, namespace: str, max_chars: int) -> RequestKey:
+def chat_key(
+    req: ChatCompletionRequest, namespace: str, max_chars: int,
+    extra: Mapping[str, str] | None = None,
+) -> RequestKey:
     data = req.model_dump(exclude_none=True)
-    keyed, limit, bypass = _classify(data, CHAT_FIELDS)
+    keyed, limit, bypass = _classify(data, CHAT_FIELDS, extra)
     messages = data.pop("messages")
     keyed.pop("messages", None)
     system = [m for m in messages if m.get("role") in SYSTEM_ROLES]
@@ -293,9 +298,12 @@ def chat_key(req: ChatCompletionRequest, namespace: str, max_chars: int) -> Requ
     )
 
 
-def completion_key(req: CompletionRequest, namespace: str, max_chars: int) -> RequestKey:
+def completion_key(
+    req: CompletionRequest, namespace: str, max_chars: int,
+    extra: Mapping[str, str] | None = None,
+) -> RequestKey:
     data = req.model_dump(exclude_none=True)
-    keyed, limit, bypass = _classify(data, COMPLETION_FIELDS)
+    keyed, limit, bypass = _classify(data, COMPLETION_FIELDS, extra)
     keyed.pop("prompt", None)
     scope = _digest({"endpoint": "completions", "namespace": namespace, **keyed})
     prompt = req.prompt

@@ -189,10 +189,11 @@ class CacheService:
             anonymous=self.settings.default_namespace,
             trust_header=self.settings.trust_namespace_header,
         )
-        max_chars = self.settings.max_query_chars
+        max_chars, extra = self.settings.max_query_chars, self.settings.extra_fields
         key = (
-            chat_key(parsed, namespace, max_chars) if isinstance(parsed, ChatCompletionRequest)
-            else completion_key(parsed, namespace, max_chars)
+            chat_key(parsed, namespace, max_chars, extra)
+            if isinstance(parsed, ChatCompletionRequest)
+            else completion_key(parsed, namespace, max_chars, extra)
         )
         cc = policy.cache_control(headers.get("cache-control"))
         forced = headers.get("x-semcache-category")

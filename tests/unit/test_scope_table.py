@@ -162,3 +162,17 @@ def test_a_credential_header_sent_twice_is_refused(name: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         _ns([(name, ""), (name, "Bearer sk-real")])
     assert err.value.status_code == 400
+
+
+def test_an_operator_classes_their_engines_own_fields() -> None:
+    extra = {"top_k": "keyed", "cache_prompt": "shareable", "guided_json": "bypass"}
+    plain = chat_key(_chat(), "d", 4000, extra)
+
+    def key(**kw: Any) -> Any:
+        return chat_key(_chat(**kw), "d", 4000, extra)
+
+    assert key(top_k=5).bypass is None and key(top_k=5).scope_hash != plain.scope_hash
+    assert key(top_k=5).scope_hash != key(top_k=6).scope_hash
+    assert key(cache_prompt=True).scope_hash == plain.scope_hash
+    assert key(guided_json={"type": "object"}).bypass == "guided_json"
+    assert key(min_p=0.1).bypass == "unknown_field"
