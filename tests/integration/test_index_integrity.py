@@ -3,9 +3,10 @@
 A stateful property test (hypothesis ``RuleBasedStateMachine``) drives two replicas sharing one
 real store (SQLite file or PostgreSQL schema) through asks, expiries, sweeps, invalidations,
 deletions, evictions (quota 3), change-log syncs and restarts (with and without an index
-snapshot). After every step it checks that every answer a replica served was made for that
-model and question, and that every label of every index still holds the vector of the row with
-that id. The upstream is an ``httpx.MockTransport`` whose answer names the model and question.
+snapshot), for two tenants and two models. After every step it checks that every answer a
+replica served was made for that tenant, model and question, and that every label of every
+index still holds the vector of the row with that id. The upstream is an
+``httpx.MockTransport`` whose answer names the tenant's key, the model and the question.
 """
 
 from __future__ import annotations
@@ -50,19 +51,21 @@ QUESTIONS = [
     "When did the Berlin Wall fall?",
 ]
 MODELS = ["model-a", "model-b"]
+KEYS = ["sk-tenant-1", "sk-tenant-2"]
 
 
-def answer(model: str, question: str) -> str:
-    return f"[{model}] the answer to: {question}"
+def answer(model: str, question: str, key: str = "") -> str:
+    return f"[{model}{key}] the answer to: {question}"
 
 
 def _upstream(request: httpx.Request) -> httpx.Response:
     body = orjson.loads(request.content)
     question = body["messages"][-1]["content"]
+    key = request.headers.get("authorization", "").removeprefix("Bearer ")
     return httpx.Response(200, json={
         "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": body["model"],
         "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": answer(body["model"], question)}}],
+            "role": "assistant", "content": answer(body["model"], question, key)}}],
         "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
     })
 
@@ -142,16 +145,17 @@ def run_machine(database_url: str, tmp_path: Path, embedder: Any) -> None:
             return svc
 
         @rule(target=entries, replica=st.integers(0, 1), question=st.sampled_from(QUESTIONS),
-              model=st.sampled_from(MODELS))
-        def ask(self, replica: int, question: str, model: str) -> int:
+              model=st.sampled_from(MODELS), key=st.sampled_from(KEYS))
+        def ask(self, replica: int, question: str, model: str, key: str) -> int:
             data = {"model": model, "messages": [{"role": "user", "content": question}]}
             raw = orjson.dumps(data)
-            headers = Headers({"content-type": "application/json"})
+            headers = Headers({"content-type": "application/json",
+                               "authorization": f"Bearer {key}"})
             response = self.run(self.svc(replica).complete(
                 "chat", headers, raw, data, ChatCompletionRequest.model_validate(data)))
             assert response.status_code == 200
             served = orjson.loads(response.body)["choices"][0]["message"]["content"]
-            assert served == answer(model, question), (
+            assert served == answer(model, question, key), (
                 response.headers.get("x-semcache"), response.headers.get("x-semcache-entry"))
             return int(response.headers.get("x-semcache-entry", "0"))
 
