@@ -154,7 +154,7 @@ class Metrics:
             self.verifier_rejections.labels(name, slot)
 
     def declare_store(self) -> None:
-        for operation in ("read", "write", "touch", "sweep"):
+        for operation in ("read", "write", "write_rejected", "touch", "sweep"):
             self.store_errors.labels(operation)
         for op in ("put", "delete"):
             self.sync_changes.labels(op)

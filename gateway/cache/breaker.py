@@ -3,6 +3,10 @@
 A failed store call opens it: for ``retry_s`` requests pass through without touching the store
 (no timeouts piling up behind a dead database); the first request after that tries the store
 again, and a successful health check closes it at once.
+
+Only the store's *unavailability* opens it (``unavailable``): a row the store refuses (a value
+too long for its column, a character it cannot hold) fails that one write, never caching for
+every tenant.
 """
 
 from __future__ import annotations
@@ -10,9 +14,20 @@ from __future__ import annotations
 import logging
 import time
 
+from sqlalchemy import exc as sa_exc
+
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+
+def unavailable(error: BaseException) -> bool:
+    """The store could not be reached or used (connection, lock, timeout, pool), as opposed to
+    refusing what was asked of it (data, integrity, a statement it cannot run)."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                              sa_exc.TimeoutError, sa_exc.DisconnectionError))
 
 
 class StoreBreaker:

@@ -46,6 +46,7 @@ from gateway.errors import InvalidRequest
 from gateway.protocol import SYSTEM_ROLES, ChatCompletionRequest, CompletionRequest, Endpoint
 
 _NAMESPACE = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+MAX_NAMESPACE = 128  # the store's column
 
 KEYED, SHAREABLE, BYPASS, LIMIT = "keyed", "shareable", "bypass", "limit"
 
@@ -237,7 +238,12 @@ def namespace_of(
     tenant = tenant_of(headers, key_namespaces, anonymous)
     if header is not None and trust_header:
         return header
-    return f"{tenant}/{header}" if header is not None else tenant
+    namespace = f"{tenant}/{header}" if header is not None else tenant
+    if len(namespace) > MAX_NAMESPACE:
+        raise InvalidRequest(
+            f"namespace {tenant!r} + '/' + X-Semcache-Namespace is {len(namespace)} characters;"
+            f" at most {MAX_NAMESPACE}", param="X-Semcache-Namespace")
+    return namespace
 
 
 def _classify(
@@ -286,6 +292,8 @@ def chat_key(
         bypass = bypass or "non_text_content"
     elif not text.strip():
         bypass = bypass or "empty_query"
+    elif "\x00" in text:
+        bypass = bypass or "nul_character"  # no SQL text column holds it; the upstream decides
     last_fields = {k: v for k, v in (last or {}).items() if k not in ("role", "content")}
     context: list[Any] = convo[:-1]
     if last_fields:
@@ -314,6 +322,8 @@ def completion_key(
         prompt = ""
     elif not prompt.strip():
         bypass = bypass or "empty_query"
+    elif "\x00" in prompt:
+        bypass = bypass or "nul_character"
     return RequestKey(
         endpoint="completions", namespace=namespace, model=req.model, text=prompt,
         scope_hash=scope, context_hash="", bypass=bypass, truncated=len(prompt) > max_chars,

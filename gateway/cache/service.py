@@ -10,6 +10,7 @@ request is forwarded as a bypass.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from starlette.responses import Response
 
 from gateway.cache import policy, upkeep, warmup
 from gateway.cache.background import Background
-from gateway.cache.breaker import StoreBreaker
+from gateway.cache.breaker import StoreBreaker, unavailable
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
@@ -447,7 +448,7 @@ class CacheService:
         usage = response.get("usage") or {}
         entry = NewEntry(
             namespace=key.namespace, category=category.name, endpoint=key.endpoint,
-            model=key.model, scope_hash=key.scope_hash, context_hash=key.context_hash,
+            model=_model_column(key.model), scope_hash=key.scope_hash, context_hash=key.context_hash,
             query_text=key.text, embedding=vec, response=response,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
@@ -464,8 +465,13 @@ class CacheService:
             )
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
-        except SQLAlchemyError:
-            self.breaker.failed("write")
+        except SQLAlchemyError as exc:
+            if unavailable(exc):
+                self.breaker.failed("write")
+            else:  # this row was refused: this write fails alone, caching goes on for all
+                self.metrics.store_errors.labels("write_rejected").inc()
+                log.warning("the store refused an entry (%s); not cached", type(exc).__name__,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def enforce_quota(self, category: Category) -> None:
         """Evict beyond the category's quota once this replica's index holds more than it
@@ -478,6 +484,14 @@ class CacheService:
             )
             self._drop(category.name, victims)
             self.metrics.evictions.labels(category.name).inc(len(victims))
+
+
+def _model_column(model: str) -> str:
+    """The model name as the store keeps it (informational: the scope hash has the whole name):
+    one too long for its column, or with a character it cannot hold, by digest."""
+    if len(model) <= 256 and "\x00" not in model:
+        return model
+    return "sha256:" + hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _similarity(row: StoredEntry, vec: Vectors) -> float:
