@@ -15,7 +15,8 @@ Every field of an OpenAI (chat) completions request is in exactly one class of t
 
 A field the table does not know makes the request bypass (``unknown_field``): never silently
 ignored. An operator may class the fields of their engine (vLLM's ``top_k``, llama.cpp's
-``cache_prompt``) with ``SEMCACHE_EXTRA_FIELDS`` — keyed, shareable or bypass. ``messages`` is keyed piece by piece:
+``cache_prompt``) with ``SEMCACHE_EXTRA_FIELDS`` — keyed, shareable or bypass.
+``messages`` is keyed piece by piece:
 
 - ``text``: the last user message (chat) or the prompt (completions), whole; the exact key and
   the verifier see all of it. Only the embedding sees a shortened text (``embed_text``); when the
