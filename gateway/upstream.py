@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from urllib.parse import quote
 from typing import TYPE_CHECKING
 
 import httpx
@@ -27,6 +28,7 @@ HOP_BY_HOP = frozenset(
 # Set by our own HTTP server on every response; the upstream's copies would be duplicates.
 _SERVER_SET = frozenset({"date", "server"})
 _GATEWAY_PREFIX = "x-semcache-"
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": everything else is encoded
 
 
 @contextmanager
@@ -102,7 +104,8 @@ class Upstream:
         return out
 
     def url(self, path: str, query: str = "", base_url: str | None = None) -> str:
-        url = f"{base_url or self.base_url}/{path.lstrip('/')}"
+        """``path`` is a decoded path under the base URL; it is percent-encoded again here."""
+        url = f"{base_url or self.base_url}/{quote(path.lstrip('/'), safe=_PATH_SAFE)}"
         return f"{url}?{query}" if query else url
 
     async def open(

@@ -143,6 +143,23 @@ def test_passthrough_is_verbatim(proxy: ServerThread) -> None:
     assert r.status_code == 200 and r.json()["method"] == "DELETE"
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/..%2ffake/stats", "/v1/%2e%2e/fake/stats", "/v1/echo/..%2f..%2ffake/stats",
+    "/v1/.%2f..%2ffake/stats", "/v1/..%5cfake/stats",
+])
+def test_passthrough_never_leaves_v1(proxy: ServerThread, path: str) -> None:
+    """Issue 17, item 3: a percent-encoded dot segment reached the upstream's root (where vLLM
+    serves /metrics and /reset_prefix_cache) with 200."""
+    r = httpx.get(f"{proxy.url}{path}")
+    assert r.status_code == 404, (r.status_code, r.text)
+    assert r.json()["error"]["type"] == "not_found_error"
+
+
+def test_a_decoded_question_mark_stays_in_the_path(proxy: ServerThread) -> None:
+    echo = httpx.get(f"{proxy.url}/v1/echo/a%3Fb=1%23c").json()
+    assert echo["path"] == "a?b=1#c" and echo["query"] == ""
+
+
 def test_upstream_key_replaces_client_key(gateway_factory: GatewayFactory) -> None:
     gw = gateway_factory(cache_enabled=False, upstream_api_key="sk-gateway")
     echo = httpx.post(
