@@ -43,6 +43,14 @@ def map_httpx_errors() -> Iterator[None]:
         raise UpstreamUnavailable(f"upstream unreachable or broke the connection: {detail}") from exc
 
 
+def wire_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """Header values as the client sent their bytes: the server decoded them as Latin-1, so
+    encoding them back the same way is exact (httpx would refuse a non-ASCII ``str``). Leading
+    and trailing whitespace is not part of a field value (RFC 9110 §5.5) and would make the
+    HTTP library refuse the request."""
+    return [(k.encode("latin-1"), v.strip(" \t").encode("latin-1")) for k, v in headers.items()]
+
+
 def server_root(base_url: str) -> str:
     """An OpenAI base URL (``http://host:8000/v1``) without its ``/v1``: where a server such as
     vLLM exposes ``/metrics``."""
@@ -123,7 +131,8 @@ class Upstream:
         The caller must ``aclose()`` the response (``iter_body`` does it).
         """
         request = self.client.build_request(
-            method, self.url(path, query, base_url), headers=headers, content=content
+            method, self.url(path, query, base_url), headers=wire_headers(headers),
+            content=content,
         )
         start = time.perf_counter()
         load = self.load

@@ -435,7 +435,7 @@ class CacheService:
                 on_complete=on_complete if store_in is not None else None,
                 extra_headers={**out, "x-semcache": outcome}, on_end=on_end, opened=opened,
             )
-        except UpstreamError:
+        except BaseException:  # every exit path releases the followers, whatever went wrong
             if lead is not None:
                 self.coalescer.finish(ckey, lead, Shared())
             raise

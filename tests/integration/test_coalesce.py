@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,3 +93,21 @@ def test_only_identical_requests_are_coalesced(
     assert follower.status_code == 200, follower.text
     assert follower.headers.get("x-semcache-coalesced") is None
     assert upstream_stats()["/v1/chat/completions"] == 2
+
+
+def test_header_bytes_reach_the_upstream_and_a_failed_leader_never_holds_followers(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+) -> None:
+    """Issue 17, item 4: a non-ASCII byte in a header gave 500 (httpx refused the str) and left
+    the coalescing leader's future unresolved, so the next identical request waited the whole
+    coalescing window."""
+    gw: ServerThread = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/c.db")
+    body = {"model": "fake-small", "messages": [{"role": "user", "content": "Explain how bees fly"}]}
+    odd = [(b"authorization", b"Bearer sk-co"), (b"x-note", "caf\u00e9".encode("latin-1"))]
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=odd, timeout=30)
+    assert r.status_code == 200, r.text
+    started = time.monotonic()
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=HEADERS, timeout=30)
+    assert r.status_code == 200 and time.monotonic() - started < 3
+    echo = httpx.post(f"{gw.url}/v1/echo/x", headers=odd, timeout=30).json()
+    assert echo["headers"]["x-note"] == "caf\u00e9"

@@ -68,3 +68,10 @@ def test_storable() -> None:
     tools["choices"][0]["message"]["tool_calls"] = [{"id": "x"}]
     assert not storable("chat", tools)
     assert not storable("completions", {"choices": []})
+
+
+def test_header_values_go_upstream_as_their_bytes_without_surrounding_whitespace() -> None:
+    from gateway.upstream import wire_headers
+
+    assert wire_headers({"x-note": "caf\u00e9", "x-pad": " value \t"}) == [
+        (b"x-note", b"caf\xe9"), (b"x-pad", b"value")]
