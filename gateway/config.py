@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     # --- server ---------------------------------------------------------------------------
     admin_key: SecretStr | None = Field(
         None, description="Key for /admin (Authorization: Bearer or X-Semcache-Admin-Key); "
-        "unset: the admin API answers 401.",
+        "unset or empty: the admin API answers 401.",
     )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -206,6 +206,13 @@ class Settings(BaseSettings):
         if self.replica_sync is not None:
             return self.replica_sync
         return not self.database_url.startswith("sqlite")
+
+    @field_validator("admin_key")
+    @classmethod
+    def _no_empty_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # an unset variable substituted into a compose file gives "": that is no key at all,
+        # never one that an empty header matches
+        return None if v is None or not v.get_secret_value().strip() else v
 
     @field_validator("upstream_url")
     @classmethod

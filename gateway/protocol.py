@@ -132,7 +132,29 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object")
+    if _depth(data) > MAX_DEPTH:
+        raise InvalidRequest(f"request body is nested more than {MAX_DEPTH} levels deep",
+                             code="invalid_json")
     return data
+
+
+MAX_DEPTH = 128  # orjson writes at most 255 levels (the scope digest); no real schema is close
+
+
+def _depth(obj: Any) -> int:
+    """How deeply ``obj`` nests lists and objects (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, level)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((child, level + 1) for child in node
+                         if isinstance(child, (dict, list)))
+    return deepest
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:

@@ -82,3 +82,49 @@ def test_schemathesis_finds_no_server_error(
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert httpx.get(f"{gw.url}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("where", ["tools", "response_format", "tool_choice"])
+@pytest.mark.parametrize("levels", [254, 300, 1000])
+def test_deeply_nested_json_is_a_400(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    where: str, levels: int,
+) -> None:
+    """Issue 17, item 5: nesting between orjson's write limit (255) and its read limit (1024)
+    gave 500 when the scope was hashed."""
+    gw = _shared_gateway(gateway_factory, embedder, tmp_path)
+    nested = '{"a": ' * levels + "{}" + "}" * levels  # json.dumps would recurse too deep
+    value = f"[{nested}]" if where == "tools" else nested
+    raw = ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], "'
+           + where + '": ' + value + "}")
+    r = httpx.post(f"{gw.url}/v1/chat/completions", content=raw,
+                   headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert "nested" in r.json()["error"]["message"]
+
+
+def test_nesting_a_real_schema_uses_is_fine() -> None:
+    nested: Any = {"type": "string"}
+    for _ in range(40):
+        nested = {"type": "object", "properties": {"x": nested}}
+    parse_json_object(json.dumps({"model": "m", "tools": [nested]}).encode())
+
+
+def _shared_gateway(factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+                    tmp_path: Path) -> Any:
+    return factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/n.db")
+
+
+@pytest.mark.parametrize("key", ["", "   "])
+def test_an_empty_admin_key_is_no_key(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    key: str,
+) -> None:
+    """Issue 17, item 6: SEMCACHE_ADMIN_KEY="" (an unset variable in a compose file) let an empty
+    bearer token in."""
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/a.db",
+                         admin_key=key)
+    for headers in ({}, {"authorization": "Bearer"}, {"x-semcache-admin-key": ""},
+                    {"x-semcache-admin-key": key.strip()}):
+        r = httpx.get(f"{gw.url}/admin/stats", headers=headers)
+        assert r.status_code == 401, (headers, r.status_code)
