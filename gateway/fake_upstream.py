@@ -96,7 +96,7 @@ def create_fake_app(
     kv_chunks: set[bytes] = set()
     recent: deque[dict[str, Any]] = deque(maxlen=500)
 
-    def record(path: str, body: dict[str, Any]) -> None:
+    def record(path: str, body: dict[str, Any], query: str = "") -> None:
         endpoint = "chat" if path.endswith("chat/completions") else "completions"
         chunks = request_chunks(endpoint, body, None)
         for c in chunks:
@@ -104,7 +104,8 @@ def create_fake_app(
             if c.digest in kv_chunks:
                 hits.labels("fake").inc(c.tokens)
             kv_chunks.add(c.digest)
-        recent.append({"path": path, "body": body, "chunks": [c.digest.hex() for c in chunks]})
+        recent.append({"path": path, "query": query, "body": body,
+                       "chunks": [c.digest.hex() for c in chunks]})
 
     @app.get("/fake/requests")
     async def get_requests() -> list[dict[str, Any]]:
@@ -174,7 +175,7 @@ def create_fake_app(
         if h.get("x-fake-bad-json"):
             return Response(b"{not json", media_type="application/json")
         body = orjson.loads(await request.body())
-        record(request.url.path, body)
+        record(request.url.path, body, request.url.query)
         model = body.get("model", "fake")
         prompt = _last_user_text(body["messages"]) if chat else str(body.get("prompt", ""))
         text = fake_text(model, prompt)

@@ -58,11 +58,12 @@ async def forward_completion(
     extra_headers: Mapping[str, str],
     on_end: OnEnd | None = None,
     opened: asyncio.Task[httpx.Response] | None = None,
+    query: str = "",
 ) -> Response:
     """``on_end(status, body)`` runs once the exchange is over, complete or not (``body`` only
     for answers read whole). ``opened``: the request was already sent (hedging)."""
     resp = await (opened if opened is not None else open_completion(
-        upstream, endpoint, incoming_headers, body))
+        upstream, endpoint, incoming_headers, body, query))
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
     is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -111,14 +112,16 @@ async def forward_completion(
 
 
 async def open_completion(
-    upstream: Upstream, endpoint: Endpoint, incoming_headers: Mapping[str, str], body: bytes
+    upstream: Upstream, endpoint: Endpoint, incoming_headers: Mapping[str, str], body: bytes,
+    query: str = "",
 ) -> httpx.Response:
     """Send the (chat) completion upstream — to the backend the router picks, in its chunk
     format, when there are several (``routing.py``); returns when its status line arrived."""
     headers = upstream.request_headers(incoming_headers, identity=True)
     if upstream.router is not None and upstream.router.active:
-        return await upstream.router.send(upstream, endpoint, headers, body)
-    return await upstream.open("POST", PATHS[endpoint], headers=headers, content=body)
+        return await upstream.router.send(upstream, endpoint, headers, body, query)
+    return await upstream.open("POST", PATHS[endpoint], headers=headers, content=body,
+                               query=query)
 
 
 async def discard(task: asyncio.Task[httpx.Response]) -> None:

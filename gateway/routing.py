@@ -187,7 +187,7 @@ class Router:
 
     # --- sending ----------------------------------------------------------------------------
     async def send(self, upstream: Upstream, endpoint: str, headers: Mapping[str, str],
-                   body: bytes) -> httpx.Response:
+                   body: bytes, query: str = "") -> httpx.Response:
         """Send a (chat) completion to the chosen backend, in its chunk format; move to the
         next candidate if it fails before answering."""
         try:
@@ -204,7 +204,7 @@ class Router:
             try:
                 resp: httpx.Response = await upstream.open(
                     "POST", prepared.path, headers=headers, content=prepared.body,
-                    base_url=b.url)
+                    query=query, base_url=b.url)
             except UpstreamError as exc:
                 self.failed(b, exc.message)
                 last = exc

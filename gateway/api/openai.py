@@ -26,12 +26,14 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
     model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
     parsed = validate(model, data)
     if services.cache is not None:
-        return await services.cache.complete(endpoint, request.headers, raw, data, parsed)
+        return await services.cache.complete(endpoint, request.headers, raw, data, parsed,
+                                             query=request.url.query)
     services.metrics.requests.labels("-", "bypass").inc()
     services.metrics.bypasses.labels("cache_disabled").inc()
     return await forward_completion(
         services.upstream, endpoint, request.headers, raw, stream=parsed.stream,
         on_complete=None, extra_headers={"x-semcache": "bypass", "x-semcache-bypass": "cache_disabled"},
+        query=request.url.query,
     )
 
 

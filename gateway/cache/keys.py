@@ -22,8 +22,8 @@ ignored. An operator may class the fields of their engine (vLLM's ``top_k``, lla
   the verifier see all of it. Only the embedding sees a shortened text (``embed_text``); when the
   embedder cannot see all of the query, the request is served only an exact repeat
   (``cache/service.py``).
-- ``scope_hash``: endpoint, namespace, the system / developer messages (whole) and every keyed
-  field.
+- ``scope_hash``: endpoint, namespace, the URL's query string (Azure's ``api-version``), the
+  system / developer messages (whole) and every keyed field.
 - ``context_hash``: the conversation before the last user message, every field of every message
   (content parts of any type — images, audio, files — names, tool calls), and the last user
   message's fields other than its content. A follow-up ("and in Java?") matches only an entry
@@ -40,6 +40,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -139,6 +140,7 @@ class RequestKey:
     max_chars: int = 4000
     max_tokens: int | None = None   # LIMIT fields: the longest answer the request accepts
     request_hash: str = ""
+    query: str = ""             # the URL's query string (Azure's ?api-version=...): keyed
 
     @property
     def embed_text(self) -> str:
@@ -268,14 +270,20 @@ def _classify(
     return keyed, limit, bypass
 
 
-def _request_hash(namespace: str, data: dict[str, Any]) -> str:
-    return _digest({"namespace": namespace,
+def _request_hash(namespace: str, data: dict[str, Any], query: str) -> str:
+    return _digest({"namespace": namespace, "query": query,
                     **{k: v for k, v in data.items() if k not in _DELIVERY}})
+
+
+def _query_scope(query: str) -> dict[str, Any]:
+    """The URL's query string in the scope (``api-version`` picks the API an answer comes
+    from); parameters in any order are the same query."""
+    return {"query": sorted(parse_qsl(query, keep_blank_values=True))} if query else {}
 
 
 def chat_key(
     req: ChatCompletionRequest, namespace: str, max_chars: int,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, query: str = "",
 ) -> RequestKey:
     data = req.model_dump(exclude_none=True)
     keyed, limit, bypass = _classify(data, CHAT_FIELDS, extra)
@@ -283,7 +291,8 @@ def chat_key(
     keyed.pop("messages", None)
     system = [m for m in messages if m.get("role") in SYSTEM_ROLES]
     convo = [m for m in messages if m.get("role") not in SYSTEM_ROLES]
-    scope = _digest({"endpoint": "chat", "namespace": namespace, "system": system, **keyed})
+    scope = _digest({"endpoint": "chat", "namespace": namespace, "system": system, **keyed,
+                     **_query_scope(query)})
     last = convo[-1] if convo else None
     text, other_parts = content_text(last.get("content")) if last is not None else ("", False)
     if last is None or last.get("role") != "user":
@@ -303,18 +312,20 @@ def chat_key(
         endpoint="chat", namespace=namespace, model=req.model, text=text,
         scope_hash=scope, context_hash=_digest(context) if context else "", bypass=bypass,
         truncated=len(text) > max_chars, max_chars=max_chars, max_tokens=limit,
-        request_hash=_request_hash(namespace, {**data, "messages": messages}),
+        request_hash=_request_hash(namespace, {**data, "messages": messages}, query),
+        query=query,
     )
 
 
 def completion_key(
     req: CompletionRequest, namespace: str, max_chars: int,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, query: str = "",
 ) -> RequestKey:
     data = req.model_dump(exclude_none=True)
     keyed, limit, bypass = _classify(data, COMPLETION_FIELDS, extra)
     keyed.pop("prompt", None)
-    scope = _digest({"endpoint": "completions", "namespace": namespace, **keyed})
+    scope = _digest({"endpoint": "completions", "namespace": namespace, **keyed,
+                     **_query_scope(query)})
     prompt = req.prompt
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
         prompt = prompt[0]
@@ -328,5 +339,6 @@ def completion_key(
     return RequestKey(
         endpoint="completions", namespace=namespace, model=req.model, text=prompt,
         scope_hash=scope, context_hash="", bypass=bypass, truncated=len(prompt) > max_chars,
-        max_chars=max_chars, max_tokens=limit, request_hash=_request_hash(namespace, data),
+        max_chars=max_chars, max_tokens=limit, request_hash=_request_hash(namespace, data, query),
+        query=query,
     )

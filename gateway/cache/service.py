@@ -162,11 +162,13 @@ class CacheService:
     # --- the request path ---------------------------------------------------------------
     async def complete(
         self, endpoint: Endpoint, headers: Mapping[str, str], raw: bytes, data: dict[str, Any],
-        parsed: ChatCompletionRequest | CompletionRequest,
+        parsed: ChatCompletionRequest | CompletionRequest, *, query: str = "",
     ) -> Response:
+        """``query``: the URL's query string (``?api-version=...``): forwarded, and in the
+        scope."""
         start = time.perf_counter()
         try:
-            response = await self._complete(headers, raw, parsed)
+            response = await self._complete(headers, raw, parsed, query)
         except UpstreamError:
             self.metrics.requests.labels("-", "error").inc()
             self.metrics.request_duration.labels("error").observe(time.perf_counter() - start)
@@ -183,7 +185,7 @@ class CacheService:
 
     async def _complete(
         self, headers: Mapping[str, str], raw: bytes,
-        parsed: ChatCompletionRequest | CompletionRequest,
+        parsed: ChatCompletionRequest | CompletionRequest, query: str,
     ) -> Response:
         namespace = namespace_of(
             headers, key_namespaces=self.settings.api_key_namespaces,
@@ -192,9 +194,9 @@ class CacheService:
         )
         max_chars, extra = self.settings.max_query_chars, self.settings.extra_fields
         key = (
-            chat_key(parsed, namespace, max_chars, extra)
+            chat_key(parsed, namespace, max_chars, extra, query)
             if isinstance(parsed, ChatCompletionRequest)
-            else completion_key(parsed, namespace, max_chars, extra)
+            else completion_key(parsed, namespace, max_chars, extra, query)
         )
         cc = policy.cache_control(headers.get("cache-control"))
         forced = headers.get("x-semcache-category")
@@ -241,7 +243,8 @@ class CacheService:
         hedge = None
         if category.hedge and plan.lookup:
             # low-hit-rate category: the upstream call starts now, the lookup runs beside it
-            hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw))
+            hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw,
+                                                            key.query))
         if plan.lookup and whole:
             nearest: float | None = None
             for name in ranked:
@@ -434,6 +437,7 @@ class CacheService:
                 self.upstream, key.endpoint, headers, raw, stream=stream,
                 on_complete=on_complete if store_in is not None else None,
                 extra_headers={**out, "x-semcache": outcome}, on_end=on_end, opened=opened,
+                query=key.query,
             )
         except BaseException:  # every exit path releases the followers, whatever went wrong
             if lead is not None:

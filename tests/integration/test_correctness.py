@@ -305,3 +305,24 @@ def test_a_stream_stored_without_a_token_count_serves_a_limit_it_surely_fits(
     size = len(fake_text("fake-small", q).encode())
     assert ask(client, q, max_tokens=size)[1]["x-semcache"] == "hit"
     assert ask(client, q, max_tokens=size - 1)[1]["x-semcache"] == "miss"
+
+
+def test_the_query_string_is_forwarded_and_keyed(
+    gw: ServerThread, fake_upstream: ServerThread, upstream_stats: Stats
+) -> None:
+    """Issue 17, item 13: ``?api-version=`` (Azure OpenAI needs it) never reached the upstream,
+    and answers made for one API version were served for another."""
+
+    def ask_version(version: str) -> str:
+        with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-q", max_retries=0,
+                           default_query={"api-version": version}) as c:
+            raw = c.chat.completions.with_raw_response.create(
+                model="fake-small", messages=[{"role": "user", "content": "Who wrote Emma?"}])
+            return raw.headers["x-semcache"]
+
+    assert ask_version("2024-02-01") == "miss"
+    seen = httpx.get(f"{fake_upstream.url}/fake/requests").json()[-1]
+    assert seen["query"] == "api-version=2024-02-01"
+    assert ask_version("2024-02-01") == "hit"
+    assert ask_version("2025-04-01") == "miss"
+    assert upstream_stats()[CHAT] == 2
