@@ -1,12 +1,24 @@
-"""Pure-ASGI middleware: a request id on every request, in the logs and in the response."""
+"""Pure-ASGI middleware: a request id on every request, in the logs and in the response.
+
+It is also where an unexpected exception becomes a response: Starlette's own last-resort
+handler runs outside every user middleware, so its 500 would carry no ``X-Request-ID``. Here
+the 500 (OpenAI's error shape) carries it, and a client that went away while sending its body
+is logged as what it is, without a traceback.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import uuid
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.errors import error_response
+
+log = logging.getLogger(__name__)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,8 +38,12 @@ class RequestIdMiddleware:
         rid = given if _SAFE.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", rid.encode()))
                 message["headers"] = headers
@@ -35,5 +51,15 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            log.info("client went away before its request was read: %s %s",
+                     scope.get("method"), scope.get("path"))
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # too late for a status: the connection is dropped
+                raise
+            response = error_response(500, "internal gateway error", "internal_error",
+                                      "internal_error")
+            await response(scope, receive, send_with_id)
         finally:
             request_id.reset(token)

@@ -164,6 +164,39 @@ def test_request_id_header_and_json_log(gw: ServerThread, caplog: pytest.LogCapt
     assert line["msg"] == "hello w" and line["level"] == "info" and "request_id" in line
 
 
+def test_a_500_carries_the_request_id(
+    gw: ServerThread, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 17, item 11: the last-resort handler ran outside the request-id middleware."""
+    import gateway.cache.service
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway.cache.service, "chat_key", broken)
+    r = httpx.post(f"{gw.url}/v1/chat/completions", headers={"x-request-id": "rid-500"},
+                   json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 500
+    assert r.headers["x-request-id"] == "rid-500"
+    assert r.json()["error"]["type"] == "internal_error"
+    assert any("unhandled error" in rec.getMessage() for rec in caplog.records)
+
+
+def test_a_client_gone_mid_body_is_no_error(
+    gw: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    host, port = gw.url.removeprefix("http://").split(":")
+    with caplog.at_level(logging.INFO):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                      b"content-type: application/json\r\ncontent-length: 5000\r\n\r\n{\"mo")
+        deadline = time.monotonic() + 5
+        while not any("went away" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.05)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 def test_readyz_and_healthz(gw: ServerThread) -> None:
     ready = httpx.get(f"{gw.url}/readyz").json()
     assert ready == {"status": "ready", "replica": f"{socket.gethostname()}:{os.getpid()}"}
