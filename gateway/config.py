@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout (502/504).")
     upstream_max_connections: int = Field(256, ge=1, description="Connection pool size.")
+    stream_no_store: Literal["honor", "ignore"] = Field(
+        "honor", description="An upstream event stream marked Cache-Control: no-store is not "
+        "stored (honor), or is (ignore: for servers that mark every stream so to keep proxies "
+        "from buffering it, as llama-cpp-python's does). `private` is always honoured.",
+    )
     upstream_metrics_url: str | None = Field(
         None, description="Backend Prometheus endpoint for its load (default: upstream root + "
         "/metrics; 'off' to use only what the gateway observes).",

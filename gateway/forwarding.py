@@ -70,7 +70,9 @@ async def forward_completion(
     convert = resp.extensions.get("semcache_convert")  # the backend's format -> the client's
     # only a plain 200 is a whole answer (not 203's transformed or 206's partial one), and
     # never one the upstream marked no-store or private
-    if resp.status_code != 200 or no_store(resp.headers.get("cache-control")):
+    if resp.status_code != 200 or no_store(
+            resp.headers.get("cache-control"),
+            ignore_no_store=is_sse and upstream.stream_no_store == "ignore"):
         on_complete = None
     if resp.status_code >= 400 or not (stream and is_sse):
         content = await read_body(resp)

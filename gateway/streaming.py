@@ -144,13 +144,14 @@ def storable(endpoint: Endpoint, response: dict[str, Any]) -> bool:
     return True
 
 
-def no_store(cache_control: str | None) -> bool:
+def no_store(cache_control: str | None, *, ignore_no_store: bool = False) -> bool:
     """The upstream's ``Cache-Control`` forbids a shared cache to keep the answer (RFC 9111
-    §5.2.2.5 ``no-store``, §5.2.2.7 ``private``)."""
+    §5.2.2.5 ``no-store``, §5.2.2.7 ``private``). ``ignore_no_store``: only ``private`` counts
+    (an event stream from a server that marks every stream no-store)."""
     if not cache_control:
         return False
     directives = {d.strip().split("=", 1)[0].lower() for d in cache_control.split(",")}
-    return bool(directives & {"no-store", "private"})
+    return "private" in directives or ("no-store" in directives and not ignore_no_store)
 
 
 def new_id(endpoint: Endpoint) -> str:

@@ -76,6 +76,7 @@ class Upstream:
         self.base_url = settings.first_backend_url()
         self.router: Router | None = None
         self._api_key = settings.upstream_api_key
+        self.stream_no_store = settings.stream_no_store
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(
                 settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s

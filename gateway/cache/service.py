@@ -377,11 +377,13 @@ class CacheService:
         self.metrics.upstream_calls_avoided.labels(category.name).inc()
         self.metrics.tokens_saved.labels(category.name).inc(_completion_tokens(hit.entry))
         body = fresh(key.endpoint, hit.entry.response)
-        body["usage"] = _hit_usage(hit.entry, key)
+        body["usage"], estimated = _hit_usage(hit.entry, key)
         headers = {
             **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
             "age": str(max(0, int(time.time() - hit.entry.created_at))),
         }
+        if estimated:
+            headers["x-semcache-usage"] = "estimated"
         if hit.entry.id:  # a coalesced answer has no row of its own
             headers["x-semcache-entry"] = str(hit.entry.id)
         if parsed.stream:
@@ -458,6 +460,8 @@ class CacheService:
             completion_tokens=usage.get("completion_tokens"),
             created_at=now, expires_at=policy.expires_at(category, now, self.load.factor),
             exact_hash=key.exact_hash,
+            # only complete answers are stored: one made under a limit has at most that many
+            completion_tokens_max=key.max_tokens,
         )
         index = self.indexes[category.name]
         try:
@@ -506,31 +510,36 @@ def _similarity(row: StoredEntry, vec: Vectors) -> float:
 
 def _token_bound(entry: StoredEntry) -> int | None:
     """The answer's completion tokens, or where the upstream gave no count (a stream stored
-    without ``include_usage``) a bound no tokenizer exceeds: its UTF-8 bytes (a byte-level BPE
-    or SentencePiece token covers at least one byte)."""
+    without ``include_usage``; llama.cpp sends none) a bound: the limit it was made under, or
+    its UTF-8 bytes, which no tokenizer exceeds (a byte-level BPE or SentencePiece token covers
+    at least one byte)."""
     if entry.completion_tokens is not None:
         return entry.completion_tokens
-    if entry.response.get("choices") is None:
-        return None
-    return sum(len(((ch.get("message") or {}).get("content") or ch.get("text") or "").encode())
-               for ch in entry.response["choices"])
+    bounds = [entry.completion_tokens_max] if entry.completion_tokens_max is not None else []
+    if isinstance(entry.response.get("choices"), list):
+        bounds.append(sum(
+            len(((ch.get("message") or {}).get("content") or ch.get("text") or "").encode())
+            for ch in entry.response["choices"]))
+    return min(bounds) if bounds else None
 
 
-def _hit_usage(entry: StoredEntry, key: RequestKey) -> dict[str, Any]:
-    """A hit's ``usage``, in the shape OpenAI clients read: the stored answer's own counts
-    (about four characters a token where the upstream gave none), every prompt token reported
-    as cached (``prompt_tokens_details.cached_tokens``): nothing was computed for this one."""
+def _hit_usage(entry: StoredEntry, key: RequestKey) -> tuple[dict[str, Any], bool]:
+    """A hit's ``usage``, in the shape OpenAI clients read, and whether it is estimated: the
+    stored answer's own counts (about four characters a token where the upstream gave none:
+    ``X-Semcache-Usage: estimated``), every prompt token reported as cached
+    (``prompt_tokens_details.cached_tokens``): nothing was computed for this one."""
     stored = entry.response.get("usage") or {}
-    completion = stored.get("completion_tokens")
+    completion, prompt = stored.get("completion_tokens"), stored.get("prompt_tokens")
+    estimated = not isinstance(completion, int) or not isinstance(prompt, int)
     if not isinstance(completion, int):
         completion = _completion_tokens(entry)
-    prompt = stored.get("prompt_tokens")
     if not isinstance(prompt, int):
         prompt = max(1, len(key.text) // 4)
-    return {**stored, "prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {**(stored.get("prompt_tokens_details") or {}),
-                                      "cached_tokens": prompt}}
+    usage = {**stored, "prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion,
+             "prompt_tokens_details": {**(stored.get("prompt_tokens_details") or {}),
+                                       "cached_tokens": prompt}}
+    return usage, estimated
 
 
 def _completion_tokens(entry: StoredEntry) -> int:

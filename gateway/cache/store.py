@@ -46,6 +46,8 @@ entries = sa.Table(
     sa.Column("response", sa.Text, nullable=False),
     sa.Column("prompt_tokens", sa.Integer, nullable=True),
     sa.Column("completion_tokens", sa.Integer, nullable=True),
+    # no count from the upstream: the request's max_tokens, which the answer finished under
+    sa.Column("completion_tokens_max", sa.Integer, nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("last_hit_at", sa.Float, nullable=True),
@@ -115,6 +117,7 @@ class NewEntry:
     created_at: float
     expires_at: float
     exact_hash: str
+    completion_tokens_max: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,12 +146,14 @@ class StoredEntry:
     expires_at: float
     hit_count: int
     embedding: Vectors | None = None   # the vector the row was stored with
+    completion_tokens_max: int | None = None
 
 
 # built once: a hit's read is the hot path, and building the statement cost more than running it
 _GET_MANY = sa.select(*(entries.c[n] for n in (
     "id", "category", "scope_hash", "context_hash", "query_text", "response",
     "completion_tokens", "created_at", "expires_at", "hit_count", "embedding",
+    "completion_tokens_max",
 ))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
@@ -225,6 +230,7 @@ class Store:
             "embedding": np.asarray(e.embedding, dtype=np.float32).tobytes(),
             "response": orjson.dumps(e.response).decode(),
             "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
+            "completion_tokens_max": e.completion_tokens_max,
             "created_at": e.created_at, "expires_at": e.expires_at, "hit_count": 0,
             "exact_hash": e.exact_hash,
         }
@@ -245,7 +251,7 @@ class Store:
                 context_hash=r.context_hash, query_text=r.query_text,
                 response=orjson.loads(r.response), completion_tokens=r.completion_tokens,
                 created_at=r.created_at, expires_at=r.expires_at, hit_count=r.hit_count,
-                embedding=_vec(r.embedding),
+                embedding=_vec(r.embedding), completion_tokens_max=r.completion_tokens_max,
             )
             for r in rows
         }

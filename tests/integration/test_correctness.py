@@ -326,3 +326,34 @@ def test_the_query_string_is_forwarded_and_keyed(
     assert ask_version("2024-02-01") == "hit"
     assert ask_version("2025-04-01") == "miss"
     assert upstream_stats()[CHAT] == 2
+
+
+def test_an_answer_made_under_a_limit_serves_that_limit(client: openai.OpenAI) -> None:
+    """A stream with no usage that finished under ``max_tokens: 50`` has at most 50 tokens
+    (more than 50 bytes, so the byte bound alone would not let it serve)."""
+    q = "What is DNA made of?"
+    list(client.chat.completions.create(model="fake-small", stream=True, max_tokens=50,
+                                        messages=[{"role": "user", "content": q}]))
+    assert len(fake_text("fake-small", q).encode()) > 50
+    hit, h = ask(client, q, max_tokens=50)
+    assert h["x-semcache"] == "hit" and h["x-semcache-usage"] == "estimated"
+    assert ask(client, q, max_tokens=49)[1]["x-semcache"] == "miss"
+
+
+def test_no_store_on_streams_can_be_ignored_but_private_never(
+    start: Callable[..., ServerThread], upstream_stats: Stats
+) -> None:
+    gw = start(stream_no_store="ignore")
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-t", max_retries=0) as client:
+        def once(q: str, directive: str, stream: bool) -> str:
+            raw = client.chat.completions.with_raw_response.create(
+                model="fake-small", messages=[{"role": "user", "content": q}], stream=stream,
+                extra_headers={"x-fake-cache-control": directive})
+            if stream:
+                list(raw.parse())
+            return raw.headers["x-semcache"]
+
+        assert [once("Who wrote Emma?", "no-store", True) for _ in range(2)] == ["miss", "hit"]
+        assert [once("Who wrote Dracula?", "no-store", False)
+                for _ in range(2)] == ["miss", "miss"]
+        assert [once("Who wrote Ulysses?", "private", True) for _ in range(2)] == ["miss", "miss"]

@@ -79,11 +79,37 @@ def test_chat_miss_then_paraphrase_hit_with_identical_content_and_usage(
     assert hit.headers["x-semcache"] == "hit"
     served = hit.parse()
     assert served.choices[0].message.content == text
-    assert served.usage == usage  # the stored usage, as the server reported it
+    # the stored usage, as the server reported it, every prompt token reported as cached
+    assert served.usage is not None and "x-semcache-usage" not in hit.headers
+    assert (served.usage.prompt_tokens, served.usage.completion_tokens,
+            served.usage.total_tokens) == (usage.prompt_tokens, usage.completion_tokens,
+                                           usage.total_tokens)
+    assert served.usage.prompt_tokens_details.cached_tokens == usage.prompt_tokens
     assert served.id != answer.id  # a hit is a new completion object
 
 
-def test_streamed_miss_is_stored_and_replayed_as_a_stream(gw: ServerThread) -> None:
+def test_the_servers_no_store_on_streams_is_honoured_by_default(gw: ServerThread) -> None:
+    """llama-cpp-python's server sends ``Cache-Control: no-store`` on every event stream
+    (sse-starlette's default): by default that stream is not stored (RFC 9111)."""
+    via = client(f"{gw.url}/v1")
+    q = "Name the smallest planet in the solar system."
+    for expected in ("miss", "miss"):
+        with via.chat.completions.with_streaming_response.create(
+            model=MODEL, messages=[SYSTEM, {"role": "user", "content": q}], temperature=0,
+            max_tokens=64, stream=True,
+        ) as resp:
+            assert resp.headers["cache-control"] == "no-store"
+            assert resp.headers["x-semcache"] == expected
+            list(resp.parse())
+
+
+def test_streamed_miss_is_stored_and_replayed_as_a_stream(
+    llm: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+    tmp_path: Any,
+) -> None:
+    """With SEMCACHE_STREAM_NO_STORE=ignore (for this server's blanket no-store)."""
+    gw = gateway_factory(embedder=embedder, upstream_url=llm, stream_no_store="ignore",
+                         database_url=f"sqlite:///{tmp_path}/cache.db")
     via = client(f"{gw.url}/v1")
     q = "Name the largest planet in the solar system."
     with via.chat.completions.with_streaming_response.create(
@@ -107,14 +133,16 @@ def test_streamed_miss_is_stored_and_replayed_as_a_stream(gw: ServerThread) -> N
         max_tokens=64, stream=True, stream_options={"include_usage": True},
     ) as resp:
         assert resp.headers["x-semcache"] == "hit"
+        usage_header = resp.headers.get("x-semcache-usage")
         replayed = [c for c in resp.parse()]
     assert "".join(c.choices[0].delta.content or "" for c in replayed if c.choices) == live_text
     assert replayed[0].choices[0].delta.role == "assistant"
     finals = [c for c in replayed if c.choices and c.choices[0].finish_reason]
     assert [c.choices[0].finish_reason for c in finals] == ["stop"]
     # llama.cpp ignores stream_options (no usage chunk in its stream), so the stored answer
-    # has no usage and the replay, asked for it, sends none rather than inventing numbers
-    assert all(c.usage is None for c in replayed)
+    # has no usage: the replay, asked for it, sends an estimate and says so
+    assert replayed[-1].usage is not None and replayed[-1].usage.completion_tokens > 0
+    assert usage_header == "estimated"
 
 
 def test_stream_from_the_server_passes_through_chunk_for_chunk(gw: ServerThread,
@@ -155,7 +183,8 @@ def test_completions_endpoint(gw: ServerThread) -> None:
     again = complete("The capital of France is", max_tokens=24, stop=["."])
     assert again.headers["x-semcache"] == "hit"
     assert again.parse().choices[0].text == done.choices[0].text
-    assert again.parse().usage == done.usage
+    assert again.parse().usage.completion_tokens == done.usage.completion_tokens
+    assert again.parse().usage.prompt_tokens == done.usage.prompt_tokens
 
     # cut at max_tokens (finish_reason "length"): not stored, the repeat goes upstream again
     cut = complete("Once upon a time", max_tokens=4)
