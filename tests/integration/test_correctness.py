@@ -335,7 +335,7 @@ def test_an_answer_made_under_a_limit_serves_that_limit(client: openai.OpenAI) -
     list(client.chat.completions.create(model="fake-small", stream=True, max_tokens=50,
                                         messages=[{"role": "user", "content": q}]))
     assert len(fake_text("fake-small", q).encode()) > 50
-    hit, h = ask(client, q, max_tokens=50)
+    _, h = ask(client, q, max_tokens=50)
     assert h["x-semcache"] == "hit" and h["x-semcache-usage"] == "estimated"
     assert ask(client, q, max_tokens=49)[1]["x-semcache"] == "miss"
 
