@@ -12,6 +12,12 @@ enough to call the backend overloaded):
 
 The raw value is smoothed (EWMA) every poll, and the published factor only moves when the
 smoothed one is more than ``HYSTERESIS`` away from it, so thresholds do not flap.
+
+What the gateway observes must not stick or be forged cheaply: a request that timed out or
+could not connect says nothing about time to first byte (it counts as refused only); one TTFB
+sample moves the fast EWMA at most as far as full load (``load_latency_ratio_full`` times the
+baseline), so a handful of slow requests cannot make full load (about twenty in a row can); and
+a poll that saw no answers moves both signals back toward normal, so an idle backend reads idle.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class LoadMonitor:
         self._ttfb_fast: float | None = None
         self._ttfb_base: float | None = None
         self._refused = 0.0
+        self._answers = 0   # since the last tick
         self._smooth = 0.0
         self.factor = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -72,15 +79,20 @@ class LoadMonitor:
     def finished(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
 
-    def answered(self, ttfb_s: float, status: int) -> None:
-        fast = self._ttfb_fast
+    def answered(self, ttfb_s: float | None, status: int) -> None:
+        """An upstream call ended: its time to first byte (None: it never answered) and status."""
+        self._answers += 1
+        self._refused += 0.1 * ((1.0 if status in (429, 503) else 0.0) - self._refused)
+        if ttfb_s is None:
+            return
+        fast, base = self._ttfb_fast, self._ttfb_base
+        if base:  # one sample counts for at most full load
+            ttfb_s = min(ttfb_s, base * self.settings.load_latency_ratio_full)
         self._ttfb_fast = ttfb_s if fast is None else fast + 0.2 * (ttfb_s - fast)
-        base = self._ttfb_base
         if base is None or self._ttfb_fast < base:
             self._ttfb_base = self._ttfb_fast
         else:  # the baseline creeps up slowly, so a lasting change of model or hardware is learnt
             self._ttfb_base = base + 0.002 * (self._ttfb_fast - base)
-        self._refused += 0.1 * ((1.0 if status in (429, 503) else 0.0) - self._refused)
 
     # --- the factor -------------------------------------------------------------------
     def raw(self) -> float:
@@ -97,6 +109,11 @@ class LoadMonitor:
 
     def tick(self) -> float:
         """One smoothing step; returns the published factor."""
+        if self._answers == 0:  # nothing new: what the last answers said fades
+            self._refused *= 0.7
+            if self._ttfb_fast is not None and self._ttfb_base is not None:
+                self._ttfb_fast += 0.3 * (self._ttfb_base - self._ttfb_fast)
+        self._answers = 0
         self._smooth += SMOOTHING * (self.raw() - self._smooth)
         target = self._smooth
         if abs(target - self.factor) >= HYSTERESIS or (target < 0.02 and self.factor > 0) \

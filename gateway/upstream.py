@@ -147,7 +147,7 @@ class Upstream:
                 "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
             if load is not None:
                 load.finished()
-                load.answered(time.perf_counter() - start, 503)
+                load.answered(None, 503)  # no answer: no time to first byte to learn from
             raise
         except BaseException:  # cancelled (an abandoned hedge): no answer to count
             if load is not None:

@@ -82,3 +82,23 @@ def test_load_from_what_the_gateway_sees() -> None:
     for _ in range(30):
         refusing.answered(0.1, 429)
     assert refusing.raw() > 0.9
+
+
+def test_a_few_slow_or_failed_requests_do_not_make_full_load_and_it_fades() -> None:
+    """Issue 17, item 7: two requests that timed out (504 after the upstream timeout) left the
+    factor at 1.0 with the backend idle, loosening thresholds and stretching TTLs."""
+    mon = LoadMonitor(Settings(load_latency_ratio_full=4))
+    for _ in range(20):
+        mon.answered(0.05, 200)
+        mon.tick()
+    for _ in range(2):
+        mon.answered(None, 503)   # timed out after 600 s: no first byte
+        mon.answered(600.0, 200)  # or answered, but very late
+    assert mon.raw() < 0.5        # below the knee: thresholds and TTLs stay as configured
+    for _ in range(15):           # idle backend, no traffic: the signals fade
+        mon.tick()
+    assert mon.raw() < 0.02 and mon.factor < 0.02
+    # a sustained slowdown still reads as full load
+    for _ in range(40):
+        mon.answered(0.5, 200)
+    assert mon.raw() > 0.95
