@@ -13,6 +13,7 @@ from a fresh one. Behaviour is steered per request by headers (the gateway forwa
     x-fake-cache-control: v     send ``Cache-Control: v`` with the answer
     x-fake-refusal: 1           refuse (``message.refusal``, repeated as the content)
     x-fake-empty: 1             answer with empty content
+    x-fake-bad-event: 1         put a parseable but malformed event in the stream
 
 Like a real server (llama.cpp's, measured in tests/integration/test_real_model.py), it honours
 ``max_tokens`` (the answer is cut, ``finish_reason: "length"``) and ``stop`` (the answer ends
@@ -249,6 +250,8 @@ def create_fake_app(
             if refusal:
                 yield event({"index": 0, "delta": {"refusal": refusal}, "finish_reason": None})
                 pieces.clear()
+            if h.get("x-fake-bad-event"):
+                yield b'data: {"choices": [{"index": "zero", "delta": {"content": ["x"]}}]}\n\n'
             for i, piece in enumerate(pieces):
                 if i == cut_after:
                     raise ConnectionResetError("fake upstream cut the stream")

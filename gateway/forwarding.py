@@ -84,7 +84,7 @@ async def forward_completion(
             except orjson.JSONDecodeError:
                 parsed = None
             if isinstance(parsed, dict) and storable(endpoint, parsed):
-                await on_complete(parsed)
+                await _store_safely(on_complete, parsed)
         if on_end is not None:
             on_end(resp.status_code, content)
         return Response(content, status_code=resp.status_code, headers=out_headers)
@@ -104,13 +104,21 @@ async def forward_completion(
                     finished = True
                     result = assembler.result()
                     if result is not None and on_complete is not None:
-                        await on_complete(result)
+                        await _store_safely(on_complete, result)
                 yield chunk
         finally:
             if on_end is not None:
                 on_end(resp.status_code, None)
 
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
+
+
+async def _store_safely(on_complete: OnComplete, response: dict[str, Any]) -> None:
+    """Storing is the cache's business: whatever goes wrong there, the client gets its answer."""
+    try:
+        await on_complete(response)
+    except Exception:
+        log.exception("storing an answer failed; it is passed on uncached")
 
 
 async def open_completion(

@@ -27,19 +27,27 @@ def encode_event(obj: Any) -> bytes:
 
 
 class SSEParser:
-    """Incremental: feed bytes as they come, get the ``data`` payload of each complete event."""
+    """Incremental: feed bytes as they come, get the ``data`` payload of each complete event.
+
+    Linear in the bytes fed: the buffer grows in place, each search starts where the last one
+    stopped (less the three bytes a split event end can hide in), and consumed events are cut
+    off once per feed — a single 20 MB event arriving in small chunks is no longer quadratic."""
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
+        self._scanned = 0  # no event end starts before this offset
 
     def feed(self, chunk: bytes) -> list[str]:
-        self._buf += chunk
+        buf = self._buf
+        buf += chunk
         out: list[str] = []
+        pos = 0
         while True:
-            m = _EVENT_END.search(self._buf)
+            m = _EVENT_END.search(buf, max(pos, self._scanned - 3))
             if m is None:
-                return out
-            event, self._buf = self._buf[: m.start()], self._buf[m.end() :]
+                break
+            event, pos = bytes(buf[pos : m.start()]), m.end()
+            self._scanned = pos
             data = [
                 line[5:].lstrip(b" ")
                 for line in event.splitlines()
@@ -47,6 +55,10 @@ class SSEParser:
             ]
             if data:
                 out.append(b"\n".join(data).decode("utf-8", "replace"))
+        if pos:
+            del buf[:pos]
+        self._scanned = len(buf)
+        return out
 
 
 @dataclass
@@ -69,6 +81,14 @@ class StreamAssembler:
     error: bool = False
 
     def feed(self, data: str) -> None:
+        """Never raises: an event it cannot read makes the stream unstorable, nothing more
+        (the client still gets every byte the upstream sent)."""
+        try:
+            self._feed(data)
+        except (TypeError, ValueError, AttributeError, KeyError):
+            self.error = True
+
+    def _feed(self, data: str) -> None:
         if data.strip() == "[DONE]":
             self.done = True
             return
@@ -91,10 +111,14 @@ class StreamAssembler:
                 delta = ch.get("delta") or {}
                 c.role = c.role or delta.get("role")
                 if delta.get("content"):
+                    if not isinstance(delta["content"], str):
+                        raise TypeError("delta.content is not text")
                     c.parts.append(delta["content"])
                 if any(delta.get(k) for k in ("tool_calls", "function_call", "refusal")):
                     c.other_delta = True
             elif ch.get("text"):
+                if not isinstance(ch["text"], str):
+                    raise TypeError("text is not text")
                 c.parts.append(ch["text"])
             if ch.get("finish_reason"):
                 c.finish_reason = ch["finish_reason"]

@@ -357,3 +357,18 @@ def test_no_store_on_streams_can_be_ignored_but_private_never(
         assert [once("Who wrote Dracula?", "no-store", False)
                 for _ in range(2)] == ["miss", "miss"]
         assert [once("Who wrote Ulysses?", "private", True) for _ in range(2)] == ["miss", "miss"]
+
+
+def test_a_malformed_upstream_event_is_forwarded_and_not_stored(
+    gw: ServerThread, upstream_stats: Stats
+) -> None:
+    """Issue 17, item 9: the tee raised on it and the client's stream ended without [DONE]."""
+    body = {"model": "fake-small", "stream": True,
+            "messages": [{"role": "user", "content": "What causes earthquakes?"}]}
+    for _ in range(2):
+        with httpx.stream("POST", f"{gw.url}{CHAT}", json=body, timeout=30,
+                          headers={"x-fake-bad-event": "1"}) as r:
+            lines = [ln for ln in r.iter_lines() if ln.startswith("data:")]
+        assert r.headers["x-semcache"] == "miss"
+        assert lines[-1] == "data: [DONE]" and any('"zero"' in ln for ln in lines)
+    assert upstream_stats()[CHAT] == 2

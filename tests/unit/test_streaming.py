@@ -75,3 +75,55 @@ def test_header_values_go_upstream_as_their_bytes_without_surrounding_whitespace
 
     assert wire_headers({"x-note": "caf\u00e9", "x-pad": " value \t"}) == [
         (b"x-note", b"caf\xe9"), (b"x-pad", b"value")]
+
+
+def test_a_malformed_event_makes_the_stream_unstorable_and_never_raises() -> None:
+    """Issue 17, item 9: these raised inside the tee, ending the client's stream early."""
+    for event in ('{"choices": [{"index": "zero", "delta": {"content": "a"}}]}',
+                  '{"choices": ["not a dict"]}', '{"choices": {"0": 1}}',
+                  '{"choices": [{"index": 0, "delta": {"content": ["a", "b"]}}]}',
+                  '{"choices": [{"index": 0, "delta": "text"}]}'):
+        asm = StreamAssembler("chat")
+        asm.feed('{"choices": [{"index": 0, "delta": {"role": "assistant", "content": "x"}}]}')
+        asm.feed(event)
+        asm.feed('{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}')
+        asm.feed("[DONE]")
+        assert asm.result() is None, event
+
+
+def test_the_parser_is_linear_in_one_large_event() -> None:
+    """Issue 17, item 10: a single 20 MB event took 24.9 s (the buffer was re-searched and
+    re-copied on every chunk). Counted in bytes scanned, not timed: 4 MB in 4 kB pieces."""
+    import re
+
+    from gateway import streaming
+
+    scanned = 0
+    real = streaming._EVENT_END
+
+    class Counting:
+        def search(self, buf: bytes, pos: int = 0) -> re.Match[bytes] | None:
+            nonlocal scanned
+            scanned += len(buf) - pos
+            return real.search(buf, pos)
+
+    streaming._EVENT_END = Counting()  # type: ignore[assignment]
+    try:
+        parser = SSEParser()
+        payload = b"data: " + b"x" * 4_000_000
+        out = []
+        for i in range(0, len(payload), 4096):
+            out += parser.feed(payload[i : i + 4096])
+        out += parser.feed(b"\n\n")
+    finally:
+        streaming._EVENT_END = real
+    assert len(out) == 1 and len(out[0]) == 4_000_000
+    assert scanned < 3 * len(payload), scanned  # quadratic would be ~2,000x the payload
+
+
+def test_event_ends_split_across_chunks_are_found() -> None:
+    parser = SSEParser()
+    got = []
+    for piece in (b"data: a\r", b"\n\r", b"\ndata: b\n", b"\ndata: c\r", b"\r"):
+        got += parser.feed(piece)
+    assert got == ["a", "b", "c"]
