@@ -43,6 +43,10 @@ def map_httpx_errors() -> Iterator[None]:
         raise UpstreamUnavailable(f"upstream unreachable or broke the connection: {detail}") from exc
 
 
+# what a pooled connection the other side already closed fails with, before any answer came
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 def wire_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     """Header values as the client sent their bytes: the server decoded them as Latin-1, so
     encoding them back the same way is exact (httpx would refuse a non-ASCII ``str``). Leading
@@ -141,7 +145,12 @@ class Upstream:
             load.started()
         try:
             with map_httpx_errors():
-                response = await self.client.send(request, stream=True)
+                try:
+                    response = await self.client.send(request, stream=True)
+                except _STALE:
+                    # a pooled connection the upstream had closed (after a 500 without
+                    # ``Connection: close``, an idle timeout): once more, on a new connection
+                    response = await self.client.send(request, stream=True)
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(
                 "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
