@@ -169,6 +169,14 @@ class Settings(BaseSettings):
     store_retry_s: float = Field(
         5.0, gt=0, description="After a store failure, pass through this long before retrying.",
     )
+    store_lookup_timeout_s: float = Field(
+        0.2, gt=0, le=30, description="Longest a request waits for the store to look up a hit; "
+        "past it the request passes through (three in a row open the breaker).",
+    )
+    store_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Longest a write, a health check or a SQLite lock wait "
+        "may take on the request path; background work gets 15 times as long.",
+    )
     index_snapshot_dir: Path | None = Field(
         None, description="Save the HNSW indexes here on shutdown and load them on start "
         "(reconciled with the store) instead of rebuilding: seconds instead of minutes at 1M.",

@@ -17,6 +17,7 @@ class TcpProxy:
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
+        self.blackholed = False  # accept and read, never forward: a server that hangs
 
     def start(self) -> TcpProxy:
         listener = socket.socket()
@@ -49,6 +50,11 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            if self.blackholed:
+                with self._lock:
+                    self._conns.append(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
@@ -59,11 +65,22 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
+    def blackhole(self, on: bool = True) -> None:
+        """From now on nothing passes either way, on open and new connections alike; every
+        byte sent is read and dropped (the peer's TCP stack sees a live, silent server)."""
+        self.blackholed = on
+
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _swallow(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.blackholed:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

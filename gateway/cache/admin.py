@@ -24,7 +24,7 @@ class CacheAdmin:
 
     async def stats(self) -> dict[str, Any]:
         svc = self.service
-        stored = await asyncio.to_thread(svc.store.counts)
+        stored = await svc.store.call(svc.store.background_s, svc.store.counts)
         load = svc.load.factor
         return {
             "ready": svc.warm.is_set(),
@@ -51,13 +51,13 @@ class CacheAdmin:
     async def list(
         self, *, category: str | None, namespace: str | None, limit: int, offset: int
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(
-            self.service.store.list_entries, category=category, namespace=namespace,
-            limit=limit, offset=offset,
-        )
+        store = self.service.store
+        return await store.call(store.background_s, store.list_entries, category=category,
+                                namespace=namespace, limit=limit, offset=offset)
 
     async def get(self, entry_id: int) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.service.store.get_entry, entry_id)
+        store = self.service.store
+        return await store.call(store.background_s, store.get_entry, entry_id)
 
     async def invalidate(
         self, *, ids: list[int] | None = None, category: str | None = None,
@@ -78,9 +78,8 @@ class CacheAdmin:
             if not near:
                 return []
             ids, category = near, None
-        deleted = await asyncio.to_thread(
-            svc.store.delete_where, ids=ids, category=category, namespace=namespace
-        )
+        deleted = await svc.store.call(svc.store.background_s, svc.store.delete_where, ids=ids,
+                                       category=category, namespace=namespace)
         for entry_id, name in deleted:
             if name in svc.indexes:
                 svc._drop(name, [entry_id])
@@ -89,10 +88,10 @@ class CacheAdmin:
     async def feedback(self, entry_id: int, reason: str | None) -> bool:
         """"This hit was wrong": recorded, and the entry deleted so it is never served again."""
         svc = self.service
-        entry = await asyncio.to_thread(svc.store.get_entry, entry_id)
+        entry = await svc.store.call(svc.store.background_s, svc.store.get_entry, entry_id)
         if entry is None:
             return False
-        await asyncio.to_thread(svc.store.record_feedback, entry, reason, time.time())
+        await svc.store.call(svc.store.background_s, svc.store.record_feedback, entry, reason, time.time())
         if entry["category"] in svc.indexes:
             svc._drop(entry["category"], [entry_id])
         svc.metrics.feedback.labels(entry["category"]).inc()

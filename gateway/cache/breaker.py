@@ -6,7 +6,8 @@ again, and a successful health check closes it at once.
 
 Only the store's *unavailability* opens it (``unavailable``): a row the store refuses (a value
 too long for its column, a character it cannot hold) fails that one write, never caching for
-every tenant.
+every tenant. A call past its deadline (``StoreTimeout``) is unavailability too, but one slow
+call on a busy machine is no outage: ``TIMEOUTS`` of them within ``retry_s`` open it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 
 from sqlalchemy import exc as sa_exc
 
+from gateway.cache.store import StoreTimeout
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -27,23 +29,33 @@ def unavailable(error: BaseException) -> bool:
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return True
     return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
-                              sa_exc.TimeoutError, sa_exc.DisconnectionError))
+                              sa_exc.TimeoutError, sa_exc.DisconnectionError, StoreTimeout))
 
 
 class StoreBreaker:
+    TIMEOUTS = 3
+
     def __init__(self, retry_s: float, metrics: Metrics):
         self.retry_s = retry_s
         self.metrics = metrics
         self._open_until = 0.0
+        self._timeouts: list[float] = []
 
     @property
     def closed(self) -> bool:
         """True when the store may be used."""
         return time.monotonic() >= self._open_until
 
-    def failed(self, operation: str) -> None:
+    def failed(self, operation: str, error: BaseException | None = None) -> None:
         """Call from the ``except`` of a failed store call (its traceback is logged once)."""
         self.metrics.store_errors.labels(operation).inc()
+        if isinstance(error, StoreTimeout):
+            now = time.monotonic()
+            self._timeouts = [t for t in self._timeouts if t > now - self.retry_s] + [now]
+            if len(self._timeouts) < self.TIMEOUTS:
+                log.info("document store slow (%s): %s", operation, error)
+                return
+            self._timeouts = []
         if self.closed:
             log.warning("document store failed (%s); pass-through for %.0fs, then retrying",
                         operation, self.retry_s, exc_info=True)

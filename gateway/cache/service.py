@@ -28,7 +28,14 @@ from gateway.cache.breaker import StoreBreaker, unavailable
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
-from gateway.cache.store import NewEntry, Store, StoredEntry, make_engine, run_migrations
+from gateway.cache.store import (
+    NewEntry,
+    Store,
+    StoredEntry,
+    StoreTimeout,
+    make_engine,
+    run_migrations,
+)
 from gateway.cache.sync import ChangeFollower
 from gateway.cache.verify import verify
 from gateway.categories import Category, Classifier, load_categories
@@ -123,7 +130,8 @@ class CacheService:
         classifier = Classifier(categories, exemplars, settings.classify_min_similarity)
         if settings.auto_migrate:
             await asyncio.to_thread(run_migrations, settings.database_url)
-        store = Store(make_engine(settings.database_url))
+        store = Store(make_engine(settings.database_url, settings.store_timeout_s),
+                      background_s=settings.store_timeout_s * 15)
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
         service.load.start(upstream.client)
         for loop in (warmup.warm_up, upkeep.sweep_forever, upkeep.flush_hits_forever):
@@ -152,7 +160,7 @@ class CacheService:
         if not self.warm.is_set():
             return False, "rebuilding index"
         try:
-            await asyncio.to_thread(self.store.ping)
+            await self.store.call(self.settings.store_timeout_s, self.store.ping)
         except SQLAlchemyError as exc:
             self.breaker.failed("ping")
             return False, f"store unreachable ({type(exc).__name__}): serving pass-through"
@@ -280,9 +288,10 @@ class CacheService:
         category = self.categories[name]
         try:
             with self.metrics.stage("store_read"):
-                rows = await asyncio.to_thread(self.store.get_many, [entry_id])
-        except SQLAlchemyError:
-            self.breaker.failed("read")
+                rows = await self.store.call(
+                    self.settings.store_lookup_timeout_s, self.store.get_many, [entry_id])
+        except SQLAlchemyError as exc:
+            self.breaker.failed("read", exc)
             return None
         row, now = rows.get(entry_id), time.time()
         if row is None:
@@ -308,9 +317,15 @@ class CacheService:
                         policy.effective_threshold(searched, load))
         slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
         check = category.verification.enabled or searched.verification.enabled
-        # one thread hop for both: a hop costs about as much CPU as the search itself
-        nearest, candidates, rows, partial = await asyncio.to_thread(
-            self._search_and_read, index, vec, threshold, key, now)
+        # one thread hop for both: a hop costs about as much CPU as the search itself; within
+        # the lookup's deadline, or the request passes through
+        try:
+            nearest, candidates, rows, partial = await self.store.call(
+                self.settings.store_lookup_timeout_s, self._search_and_read, index, vec,
+                threshold, key, now)
+        except StoreTimeout as exc:
+            self.breaker.failed("read", exc)
+            return Lookup(None, None, {})
         if not candidates:
             return Lookup(None, nearest, {})
         if rows is None:
@@ -464,9 +479,12 @@ class CacheService:
             completion_tokens_max=key.max_tokens,
         )
         index = self.indexes[category.name]
+        if not self.breaker.closed:  # the store is down or hung: the answer goes out uncached
+            return
         try:
             with self.metrics.stage("store_write"):
-                entry_id = await asyncio.to_thread(self.store.insert, entry)
+                entry_id = await self.store.call(self.settings.store_timeout_s,
+                                                 self.store.insert, entry)
             await asyncio.to_thread(
                 index.add, [entry_id], vec.reshape(1, -1),
                 [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
@@ -475,7 +493,7 @@ class CacheService:
             await self.enforce_quota(category)
         except SQLAlchemyError as exc:
             if unavailable(exc):
-                self.breaker.failed("write")
+                self.breaker.failed("write", exc)
             else:  # this row was refused: this write fails alone, caching goes on for all
                 self.metrics.store_errors.labels("write_rejected").inc()
                 log.warning("the store refused an entry (%s); not cached", type(exc).__name__,
@@ -487,9 +505,9 @@ class CacheService:
         change log brought others': a write made before this replica saw the others' can leave
         the store over quota, for one sync interval at most."""
         if len(self.indexes[category.name]) > category.quota:
-            victims = await asyncio.to_thread(
-                self.store.evict, category.name, category.quota, category.eviction
-            )
+            victims = await self.store.call(
+                self.store.background_s, self.store.evict, category.name,
+                category.quota, category.eviction)
             self._drop(category.name, victims)
             self.metrics.evictions.labels(category.name).inc(len(victims))
 

@@ -10,10 +10,13 @@ in-memory indexes in step (``cache/sync.py``); sequence numbers only grow.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +24,7 @@ import numpy as np
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.embedding import Vectors
 from gateway.resources import migrations_dir
@@ -157,9 +161,21 @@ _GET_MANY = sa.select(*(entries.c[n] for n in (
 ))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
-def make_engine(url: str) -> Engine:
+class StoreTimeout(SQLAlchemyError):
+    """A store call ran past its deadline (``Store.call``): the store is treated as unavailable
+    for that request; the call itself may still finish on its thread."""
+
+
+# PostgreSQL ends a statement the gateway has long stopped waiting for (server side; the
+# gateway's own deadlines are ``Store.call``'s)
+PG_STATEMENT_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str, timeout_s: float = 2.0) -> Engine:
+    """``timeout_s``: how long SQLite waits for another process's lock before failing."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": timeout_s})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
@@ -170,8 +186,18 @@ def make_engine(url: str) -> Engine:
 
         return engine
     connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
-                            pool_timeout=5, connect_args=connect_args)
+    engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20,
+                              pool_timeout=5, connect_args=connect_args)
+    if url.startswith("postgresql"):
+
+        @sa.event.listens_for(engine, "connect")
+        def _statement_timeout(dbapi_conn: Any, _: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute(f"SET statement_timeout = {PG_STATEMENT_TIMEOUT_MS}")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
 
 
 def run_migrations(url: str) -> None:
@@ -212,10 +238,31 @@ def _vec(blob: bytes) -> Vectors:
 
 
 class Store:
-    def __init__(self, engine: Engine):
+    """Blocking methods, and ``call`` to run one on the store's own threads with a deadline.
+
+    The store's threads are its own so that a hung database (a blackholed connection never
+    returns) can tie up at most those, never the threads the embedding model runs on."""
+
+    THREADS = 16
+
+    def __init__(self, engine: Engine, *, background_s: float = 30.0):
         self.engine = engine
+        self.background_s = background_s  # the deadline of background and admin work
+        self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="store")
+
+    async def call(self, timeout_s: float, fn: Callable[..., Any], *args: Any,
+                   **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on a store thread; ``StoreTimeout`` past ``timeout_s``."""
+        future = asyncio.get_running_loop().run_in_executor(
+            self._threads, functools.partial(fn, *args, **kwargs))
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            name = getattr(fn, "__name__", "store call")
+            raise StoreTimeout(f"{name} took longer than {timeout_s:g}s") from None
 
     def dispose(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
 
     def ping(self) -> None:

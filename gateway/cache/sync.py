@@ -22,7 +22,6 @@ milliseconds, so a minute is generous).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -101,13 +100,13 @@ class ChangeFollower:
 
 async def apply(svc: CacheService, follower: ChangeFollower) -> int:
     """One poll of the log, applied to ``svc``'s indexes; the number of changes read."""
-    batch = await asyncio.to_thread(follower.poll)
+    batch = await svc.store.call(svc.store.background_s, follower.poll)
     for entry_id, category in batch.removed.items():
         if category in svc.indexes:
             svc._drop(category, [entry_id])
     wanted = [i for i, c in batch.added.items() if c in svc.indexes and i not in svc.indexes[c]]
     if wanted:  # our own writes are in the index already; only others' are read
-        await warmup.add_rows(svc, await asyncio.to_thread(svc.store.index_rows, wanted))
+        await warmup.add_rows(svc, await svc.store.call(svc.store.background_s, svc.store.index_rows, wanted))
         for name in {batch.added[i] for i in wanted} & svc.categories.keys():
             await svc.enforce_quota(svc.categories[name])
     if batch.count:
@@ -127,7 +126,7 @@ async def follow_forever(svc: CacheService, follower: ChangeFollower) -> None:
         try:
             if time.monotonic() - follower.last_ok > settings.change_retention_s / 2:
                 log.warning("cut off from the change log too long; reconciling with the store")
-                start = await asyncio.to_thread(svc.store.last_change)
+                start = await svc.store.call(svc.store.background_s, svc.store.last_change)
                 await warmup.reconcile(svc)
                 follower.start_at(start)
                 follower.last_ok = time.monotonic()

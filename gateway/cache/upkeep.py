@@ -3,7 +3,6 @@ hit counts written in batches instead of one UPDATE per hit."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -33,7 +32,7 @@ class HitCounter:
 
 async def flush_hits(svc: CacheService) -> None:
     try:
-        await asyncio.to_thread(svc.store.touch, svc.hits.take())
+        await svc.store.call(svc.store.background_s, svc.store.touch, svc.hits.take())
     except SQLAlchemyError:
         svc.breaker.failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
 
@@ -47,14 +46,15 @@ async def sweep(svc: CacheService) -> int:
     """Delete expired rows from the store and their labels from the indexes; prune the change
     log beyond its retention."""
     now = time.time()
-    swept = await asyncio.to_thread(svc.store.sweep_expired, now)
+    swept = await svc.store.call(svc.store.background_s, svc.store.sweep_expired, now)
     for entry_id, category in swept:
         if category in svc.indexes:
             svc._drop(category, [entry_id])
             svc.metrics.expirations.labels(category).inc()
     for name, index in svc.indexes.items():  # rows another process already deleted
         svc._drop(name, index.expired(now))
-    await asyncio.to_thread(svc.store.prune_changes, now - svc.settings.change_retention_s)
+    await svc.store.call(svc.store.background_s, svc.store.prune_changes,
+                         now - svc.settings.change_retention_s)
     return len(swept)
 
 

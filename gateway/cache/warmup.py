@@ -31,7 +31,7 @@ async def warm_up(svc: CacheService) -> None:
     while True:
         try:
             if svc.follower is not None:
-                svc.follower.start_at(await asyncio.to_thread(svc.store.last_change))
+                svc.follower.start_at(await svc.store.call(svc.store.background_s, svc.store.last_change))
             await rebuild(svc)
             if svc.follower is not None:
                 await sync.apply(svc, svc.follower)
@@ -63,13 +63,13 @@ async def rebuild(svc: CacheService) -> None:
                  "store", snap.watermark, kept, added)
         count = kept + added
     else:
-        counts = await asyncio.to_thread(svc.store.live_counts, time.time())
+        counts = await svc.store.call(svc.store.background_s, svc.store.live_counts, time.time())
         for name, n in counts.items():
             if name in svc.indexes:
                 svc.indexes[name].reserve(n + n // 10 + 1024)
         rows_iter = svc.store.iter_live(time.time())
         while True:
-            batch = await asyncio.to_thread(next, rows_iter, None)
+            batch = await svc.store.call(svc.store.background_s, next, rows_iter, None)
             if batch is None:
                 break
             await add_rows(svc, batch)
@@ -82,13 +82,13 @@ async def rebuild(svc: CacheService) -> None:
 async def reconcile(svc: CacheService) -> tuple[int, int]:
     """Make the indexes match the store's live rows: drop what is gone (or whose id was reused:
     another expiry), add what is missing. The entries kept and added."""
-    live = await asyncio.to_thread(svc.store.live_expiries, time.time())
+    live = await svc.store.call(svc.store.background_s, svc.store.live_expiries, time.time())
     present: set[int] = set()
     for name, index in svc.indexes.items():
         held = index.expires()
         svc._drop(name, [i for i, exp in held.items() if live.get(i) != exp])
         present.update(i for i in held if live.get(i) == held[i])
-    rows = await asyncio.to_thread(svc.store.index_rows, sorted(set(live) - present))
+    rows = await svc.store.call(svc.store.background_s, svc.store.index_rows, sorted(set(live) - present))
     await add_rows(svc, rows)
     return len(present), len(rows)
 
@@ -111,7 +111,7 @@ async def save_snapshot(svc: CacheService) -> bool:
     """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
     if svc.settings.index_snapshot_dir is None or not svc.warm.is_set():
         return False
-    watermark = await asyncio.to_thread(svc.store.max_id)
+    watermark = await svc.store.call(svc.store.background_s, svc.store.max_id)
     await asyncio.to_thread(
         snapshot.save, svc.settings.index_snapshot_dir, svc.indexes, svc.exact, watermark,
         fingerprint(svc),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -107,3 +108,87 @@ def test_a_connection_the_upstream_closed_is_retried_once(gateway_factory: Gatew
         stop.set()
         thread.join()
         listener.close()
+
+
+@pytest.mark.pg
+def test_a_hung_postgresql_never_hangs_requests(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, pg_url: str
+) -> None:
+    """Issue 17, item 1: behind a proxy that accepts and never answers, 12 concurrent misses
+    ran into the client's 60 s timeout and the breaker never opened. Now a lookup gives up
+    within its bound and passes through, writes give up within theirs, and the timeouts open
+    the breaker; caching resumes once the store answers again."""
+    import asyncio
+
+    proxy, via_proxy = proxied(pg_url)
+    try:
+        gw = gateway_factory(embedder=embedder, database_url=via_proxy, store_retry_s=1.0,
+                             store_lookup_timeout_s=0.2, store_timeout_s=0.5)
+        q = "What is the boiling point of water at sea level?"
+        paraphrase = "At sea level, what is the boiling point of water?"
+        assert ask(gw.url, q).headers["x-semcache"] == "miss"
+        assert ask(gw.url, paraphrase).headers["x-semcache"] == "hit"
+
+        proxy.blackhole()
+        started = time.monotonic()
+        r = ask(gw.url, paraphrase)
+        assert r.status_code == 200 and time.monotonic() - started < 2.0
+
+        async def burst() -> list[tuple[int, float]]:
+            async with httpx.AsyncClient(timeout=30) as c:
+                async def one(i: int) -> tuple[int, float]:
+                    t = time.monotonic()
+                    r = await c.post(f"{gw.url}/v1/chat/completions", json={
+                        "model": "fake-small",
+                        "messages": [{"role": "user", "content": f"Tell me about topic {i}"}]})
+                    return r.status_code, time.monotonic() - t
+                return await asyncio.gather(*(one(i) for i in range(12)))
+
+        results = asyncio.run(burst())
+        assert all(status == 200 for status, _ in results), results
+        assert max(took for _, took in results) < 3.0, results
+        # the timeouts opened the breaker: the next request does not wait for the store at all
+        r = ask(gw.url, "Something new while the store hangs")
+        assert r.status_code == 200 and r.headers["x-semcache-bypass"] == "store_unavailable"
+        started = time.monotonic()
+        assert httpx.get(f"{gw.url}/readyz", timeout=30).status_code == 503
+        assert time.monotonic() - started < 2.0
+
+        proxy.blackhole(False)
+        proxy.stop()  # the hung connections are cut; new ones get through again
+        proxy.start()
+        deadline = time.monotonic() + 30
+        while ask(gw.url, paraphrase).headers["x-semcache"] != "hit":
+            assert time.monotonic() < deadline, "caching did not resume"
+            time.sleep(0.3)
+    finally:
+        proxy.stop()
+
+
+def test_a_locked_sqlite_file_never_hangs_requests(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Any,
+) -> None:
+    """Issue 17, item 1: with the file held by another process (BEGIN EXCLUSIVE) a miss took
+    30.1 s (SQLite's 30 s busy timeout), and a request that should have hit took as long."""
+    import sqlite3
+
+    db = tmp_path / "locked.db"
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{db}", store_retry_s=1.0,
+                         store_lookup_timeout_s=0.2, store_timeout_s=0.5)
+    q = "Who painted the Mona Lisa?"
+    assert ask(gw.url, q).headers["x-semcache"] == "miss"
+    holder = sqlite3.connect(db, timeout=10)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        for question in (q, "Who wrote War and Peace?", "Who painted The Night Watch?"):
+            started = time.monotonic()
+            r = ask(gw.url, question)
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - started < 2.5, (question, time.monotonic() - started)
+    finally:
+        holder.rollback()
+        holder.close()
+    deadline = time.monotonic() + 30
+    while ask(gw.url, q).headers["x-semcache"] != "hit":
+        assert time.monotonic() < deadline, "caching did not resume"
+        time.sleep(0.3)
