@@ -35,6 +35,7 @@ def serve(
     import uvicorn
 
     from gateway.app import create_app
+    from gateway.httpserver import bounded_protocol
 
     if config:
         os.environ["SEMCACHE_CONFIG"] = config
@@ -50,6 +51,7 @@ def serve(
         uvicorn.run(
             create_app(settings), host=settings.host, port=settings.port,
             log_level=settings.log_level, proxy_headers=False, log_config=None,
+            http=bounded_protocol(settings.client_header_timeout_s),
         )
         return
     if settings.index_snapshot_dir is not None:
@@ -74,6 +76,7 @@ def serve(
         "gateway.app:app_from_environment", factory=True, workers=workers,
         host=settings.host, port=settings.port, log_level=settings.log_level,
         proxy_headers=False, log_config=None,
+        http=bounded_protocol(settings.client_header_timeout_s),
     )
 
 

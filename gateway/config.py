@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         None, description="Key for /admin (Authorization: Bearer or X-Semcache-Admin-Key); "
         "unset or empty: the admin API answers 401.",
     )
+    client_header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must send a whole request head within this, "
+        "from its start or the end of its last response; else it is closed.",
+    )
+    client_body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a client may take to send its request body (408).",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_request_bytes: int = Field(

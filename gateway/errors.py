@@ -5,6 +5,7 @@
     │   ├── InvalidRequest             400 invalid_request_error
     │   ├── Unauthorized               401 authentication_error
     │   ├── NotFound                   404 not_found_error
+    │   ├── RequestTimeout             408 invalid_request_error (the body came too slowly)
     │   └── PayloadTooLarge            413 invalid_request_error
     ├── UpstreamError                  the backend could not be used: 5xx
     │   ├── UpstreamUnavailable        502 connection refused, reset, bad protocol
@@ -62,6 +63,11 @@ class NotFound(ClientError):
     status_code = 404
     error_type = "not_found_error"
     code = "not_found"
+
+
+class RequestTimeout(ClientError):
+    status_code = 408
+    code = "request_timeout"
 
 
 class PayloadTooLarge(ClientError):

@@ -6,13 +6,14 @@ own bytes, so nothing a client sends is ever dropped or rewritten.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 
 
 class _Open(BaseModel):
@@ -108,18 +109,23 @@ SYSTEM_ROLES = ("system", "developer")
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over ``limit`` bytes before reading it all."""
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The raw body, refusing (413) anything over ``limit`` bytes before reading it all, and
+    (408) a body that takes longer than ``timeout_s`` to arrive."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g}s") from None
     return b"".join(chunks)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import uvicorn
 
+from gateway.httpserver import bounded_protocol
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -18,10 +20,12 @@ def free_port() -> int:
 
 
 class ServerThread:
-    def __init__(self, app: Any, port: int | None = None, *, startup_timeout: float = 60.0):
+    def __init__(self, app: Any, port: int | None = None, *, startup_timeout: float = 60.0,
+                 header_timeout_s: float = 10.0):
         self.port = port or free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+            http=bounded_protocol(header_timeout_s),
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)

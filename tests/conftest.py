@@ -60,7 +60,8 @@ def gateway_factory(fake_upstream: ServerThread) -> Iterator[GatewayFactory]:
     def make(embedder: Any = None, **overrides: Any) -> ServerThread:
         overrides.setdefault("upstream_url", f"{fake_upstream.url}/v1")
         settings = Settings(**overrides)
-        server = ServerThread(create_app(settings, embedder=embedder)).start()
+        server = ServerThread(create_app(settings, embedder=embedder),
+                              header_timeout_s=settings.client_header_timeout_s).start()
         started.append(server)
         if settings.cache_enabled:
             wait_ready(server.url)

@@ -21,7 +21,8 @@ router = APIRouter(tags=["openai"])
 
 
 async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep) -> Response:
-    raw = await read_body(request, services.settings.max_request_bytes)
+    raw = await read_body(request, services.settings.max_request_bytes,
+                          services.settings.client_body_timeout_s)
     data = parse_json_object(raw)
     model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
     parsed = validate(model, data)
@@ -54,5 +55,6 @@ async def models(request: Request, services: ServicesDep) -> Response:
 
 @router.post("/v1/embeddings")
 async def embeddings(request: Request, services: ServicesDep) -> Response:
-    body = await read_body(request, services.settings.max_request_bytes)
+    body = await read_body(request, services.settings.max_request_bytes,
+                           services.settings.client_body_timeout_s)
     return await forward_raw(services.upstream, request, "embeddings", body)

@@ -26,5 +26,6 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 async def passthrough(path: str, request: Request, services: ServicesDep) -> Response:
     if "\\" in path or any(seg in (".", "..") for seg in path.split("/")):
         raise NotFound(f"no such path under /v1: {path!r}")
-    body = await read_body(request, services.settings.max_request_bytes)
+    body = await read_body(request, services.settings.max_request_bytes,
+                           services.settings.client_body_timeout_s)
     return await forward_raw(services.upstream, request, path, body)

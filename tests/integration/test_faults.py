@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -192,3 +193,48 @@ def test_a_locked_sqlite_file_never_hangs_requests(
     while ask(gw.url, q).headers["x-semcache"] != "hit":
         assert time.monotonic() < deadline, "caching did not resume"
         time.sleep(0.3)
+
+
+def test_slow_clients_are_not_held_for_ever(gateway_factory: GatewayFactory) -> None:
+    """Issue 17, item 12: no header or body read timeout; 200 slow connections were still held
+    after 11 s. Now a request head has ``client_header_timeout_s`` and a body
+    ``client_body_timeout_s``."""
+    import socket
+
+    gw = gateway_factory(cache_enabled=False, client_header_timeout_s=1.0,
+                         client_body_timeout_s=1.0)
+    host, port = gw.url.removeprefix("http://").split(":")
+    slow = []
+    for _ in range(50):
+        s = socket.create_connection((host, int(port)))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        slow.append(s)
+    for _ in range(4):  # a byte now and then, never the end of the head
+        time.sleep(0.4)
+        for s in slow:
+            with contextlib.suppress(OSError):
+                s.sendall(b"x")
+    held = 0
+    for s in slow:
+        s.settimeout(0.5)
+        try:
+            held += s.recv(1) != b""
+        except TimeoutError:
+            held += 1  # still open, 1.6 s on
+        except OSError:
+            pass  # reset: closed
+        finally:
+            s.close()
+    assert held == 0, f"{held} of 50 slow connections still held"
+
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                  b"content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"mo")
+        s.settimeout(5)
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"request_timeout" in answer
+    # a client that keeps up is served as ever
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json={
+        "model": "fake-small", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
