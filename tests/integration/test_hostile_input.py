@@ -128,3 +128,60 @@ def test_an_empty_admin_key_is_no_key(
                     {"x-semcache-admin-key": key.strip()}):
         r = httpx.get(f"{gw.url}/admin/stats", headers=headers)
         assert r.status_code == 401, (headers, r.status_code)
+
+
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=200)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["authorization", "api-key", "x-api-key",
+                                        "x-semcache-namespace", "x-other"]), header_text),
+       st.booleans())
+def test_any_header_values_give_a_namespace_the_store_holds_or_a_400(
+    headers: dict[str, str], trust: bool
+) -> None:
+    from gateway.cache.keys import namespace_of
+    from gateway.upstream import wire_headers
+
+    try:
+        ns = namespace_of(headers, key_namespaces={}, anonymous="default", trust_header=trust)
+    except InvalidRequest as exc:
+        assert exc.status_code == 400
+    else:
+        assert 1 <= len(ns) <= 128 and "\x00" not in ns
+    wire = wire_headers(headers)  # every value goes upstream as bytes, never raising
+    assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in wire)
+
+
+nested_json = st.recursive(
+    st.none() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(st.text(max_size=3), inner,
+                                                                 max_size=2),
+    max_leaves=400,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 400), st.sampled_from(["tools", "response_format", "tool_choice",
+                                             "metadata", "messages_content"]), nested_json)
+def test_nested_json_anywhere_is_refused_cleanly_or_keyed(
+    depth: int, where: str, leaf: Any
+) -> None:
+    value: Any = leaf
+    for _ in range(depth):
+        value = [value] if depth % 2 else {"k": value}
+    body: dict[str, Any] = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    if where == "messages_content":
+        body["messages"] = [{"role": "user", "content": "hi", "extra": value},
+                            {"role": "user", "content": "again"}]
+    else:
+        body[where] = value
+    nested = json.dumps(body).encode()  # at most ~410 levels: within json's recursion
+    try:
+        parsed = validate(ChatCompletionRequest, parse_json_object(nested))
+    except InvalidRequest as exc:
+        assert exc.status_code == 400
+        return
+    key = chat_key(parsed, "ns", 4000)
+    assert len(key.scope_hash) == 64 and len(key.request_hash) == 64
+
