@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,17 +148,24 @@ def test_a_backend_killed_mid_test_is_routed_around_and_probed_back(
             victim.stop()
         if n == 100:  # back on the same port
             backends[1] = ServerThread(create_fake_app(), port=victim.port).start()
-            time.sleep(2.5)  # a probe finds it back
+            deadline = time.monotonic() + 15  # a probe (every 2 s) finds it back
+            while 'semcache_backend_up{backend="b1"} 1.0' not in \
+                    httpx.get(f"{gw.url}/metrics").text:
+                assert time.monotonic() < deadline, "b1 was never probed back"
+                time.sleep(0.2)
         r = ask(c, chunks, f"Question {n}?")
         assert r.http_response.status_code == 200  # no client ever sees the failure
     c.close()
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert 'semcache_backend_failovers_total{backend="b1"} 1.0' in metrics
     backends[0].stop()  # pass-through paths go to a backend in rotation too
-    time.sleep(2.5)
+    deadline = time.monotonic() + 15  # a probe (every 2 s) marks b0 down
+    while 'semcache_backend_up{backend="b0"} 0.0' not in httpx.get(f"{gw.url}/metrics").text:
+        assert time.monotonic() < deadline, "b0 was never marked down"
+        time.sleep(0.2)
     for _ in range(8):
         assert httpx.get(f"{gw.url}/v1/models").status_code == 200
-    assert 'semcache_backend_up{backend="b1"} 1.0' in metrics
+    assert 'semcache_backend_up{backend="b1"} 1.0' in httpx.get(f"{gw.url}/metrics").text
     assert len(httpx.get(f"{backends[1].url}/fake/requests").json()) > 0  # back in rotation
 
 
@@ -261,4 +267,4 @@ def test_blend_separator_sends_token_ids_joined_by_the_separator(
     c1 = tok.encode(passage(1), add_special_tokens=False)
     assert pieces1[1:3] == [c3, c1] and pieces2[1:3] == [c1, c3]
     assert pieces1[0] == pieces2[0] and pieces1[3] == pieces2[3]
-    assert Counter(map(len, answers))  # the client got text back each time
+    assert len(answers) == 2 and all(a and a.strip() for a in answers)  # text back each time
