@@ -12,7 +12,9 @@ from gateway.embedding import SentenceTransformerEmbedder
 from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
-SLOW = {"x-fake-delay": "0.4", "authorization": "Bearer sk-h"}
+# a slow upstream, so that the bounds below are wide on a busy 2-core machine: what is
+# measured is whether the lookup waits for the call (1 s) or runs beside it
+SLOW = {"x-fake-delay": "1.0", "authorization": "Bearer sk-h"}
 
 
 def timed(url: str, q: str) -> tuple[float, httpx.Response]:
@@ -37,14 +39,16 @@ def test_hedged_miss_costs_about_the_direct_call_and_a_hit_cancels_it(
         elapsed, r = timed(gw.url, q)
         assert (r.headers["x-semcache"], r.headers["x-semcache-category"]) == ("miss", "factual")
         misses.append(elapsed)
-    assert min(misses) - direct < 0.1, (misses, direct)
+    assert min(misses) - direct < 0.35, (misses, direct)  # not the call *plus* the lookup
 
     elapsed, r = timed(gw.url, "Who was the painter of the Mona Lisa?")
     assert r.headers["x-semcache"] == "hit"
-    assert elapsed < 0.3, "a hit must not wait for the hedged upstream call"
+    assert elapsed < 0.6, "a hit must not wait for the hedged upstream call"
     metrics = httpx.get(f"{gw.url}/metrics").text
     assert 'semcache_hedges_total{category="factual",result="cancelled"} 1.0' in metrics
     assert 'semcache_hedges_total{category="factual",result="used"} 3.0' in metrics
-    time.sleep(0.6)  # the abandoned call is gone: nothing left in flight
-    stats = httpx.get(f"{fake_upstream.url}/metrics").text
-    assert 'vllm:num_requests_running{model_name="fake"} 0.0' in stats
+    deadline = time.monotonic() + 10  # the abandoned call is gone: nothing left in flight
+    while 'vllm:num_requests_running{model_name="fake"} 0.0' not in httpx.get(
+            f"{fake_upstream.url}/metrics").text:
+        assert time.monotonic() < deadline, "the abandoned hedge is still running upstream"
+        time.sleep(0.05)

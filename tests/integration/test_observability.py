@@ -107,11 +107,16 @@ def test_every_dashboard_and_scrape_metric_exists(
         httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "fake-small", "messages": [
             {"role": "user", "content": [{"type": "text", "text": "Passage one, long enough."},
                                          {"type": "text", "text": "What does it say?"}]}]})
-    time.sleep(0.5)  # a probe reads them
-    exported = {name for name, _ in samples(gw.url)} | {name for name, _ in samples(fake_upstream.url)}
-    families = exported | {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported}
     used = set().union(*(names_in(e) for e in dashboard_exprs()))
     assert used, "no metric found in dashboards"
+    deadline = time.monotonic() + 10  # some are read by a probe of the backend: poll
+    while True:
+        exported = {name for name, _ in samples(gw.url)} | {
+            name for name, _ in samples(fake_upstream.url)}
+        families = exported | {re.sub(r"_(bucket|sum|count)$", "", n) for n in exported}
+        if used <= families or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert used <= families, f"dashboards use metrics nobody exports: {sorted(used - families)}"
 
 

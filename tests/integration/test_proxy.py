@@ -115,10 +115,11 @@ def test_first_chunk_arrives_before_upstream_finishes(proxy: ServerThread) -> No
         extra_headers={"x-fake-chunk-delay": "0.15"},
     )
     arrivals = [time.monotonic() - start for _ in stream]
-    # ~26 chunks 0.15 s apart: the upstream needs about 4 s to finish.
+    # ~26 chunks 0.15 s apart: the upstream needs about 4 s to finish. Relative bounds: a
+    # buffering proxy would deliver everything at the end, however busy the machine
     assert arrivals[-1] > 3.0
-    assert arrivals[0] < 1.0, f"first chunk only after {arrivals[0]:.2f}s: buffered"
-    assert arrivals[len(arrivals) // 2] < arrivals[-1] - 1.0
+    assert arrivals[0] < arrivals[-1] / 3, f"first chunk only after {arrivals[0]:.2f}s: buffered"
+    assert arrivals[len(arrivals) // 2] < arrivals[-1] * 0.75
 
 
 def test_passthrough_is_verbatim(proxy: ServerThread) -> None:

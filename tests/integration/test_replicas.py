@@ -250,10 +250,16 @@ def test_serve_with_workers_behaves_like_replicas(pg_url: str, fake_upstream: Se
         with ThreadPoolExecutor(16) as pool:
             first = list(pool.map(lambda i: ask(gw, q, namespace=f"n{i}"), range(32)))
             assert {r.headers["x-semcache"] for r in first} == {"miss"}
-            time.sleep(BOUND_S)
-            again = list(pool.map(lambda i: ask(gw, q, namespace=f"n{i}"), range(32)))
-        outcomes = [r.headers["x-semcache"] for r in again]
-        assert outcomes.count("hit") == 32, outcomes
+            # the sync bound is BOUND_S (benchmarks/replicas.py measures it); here only that
+            # every entry reaches the other worker, polled so a busy machine cannot fail it
+            pending, deadline = set(range(32)), time.monotonic() + BOUND_S + 10
+            while pending and time.monotonic() < deadline:
+                time.sleep(BOUND_S / 4)
+                order = sorted(pending)
+                answers = dict(zip(order, pool.map(
+                    lambda i: ask(gw, q, namespace=f"n{i}"), order), strict=True))
+                pending = {i for i, r in answers.items() if r.headers["x-semcache"] != "hit"}
+        assert not pending, f"{len(pending)} of 32 entries never reached the other worker"
     finally:
         proc.terminate()
         proc.wait(30)

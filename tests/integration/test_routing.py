@@ -112,8 +112,14 @@ def test_predicted_and_measured_reuse_are_exported(
     for n, chunks in enumerate(rag_workload(120, seed=1)):
         ask(c, chunks, f"Question {n}?")
     c.close()
-    time.sleep(0.5)  # a probe reads the backends' counters
-    text = httpx.get(f"{gw.url}/metrics").text
+    deadline = time.monotonic() + 10  # a probe reads the backends' counters: poll for it
+    while True:
+        text = httpx.get(f"{gw.url}/metrics").text
+        read = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                if ln.startswith("semcache_backend_measured_reuse{")]
+        if (len(read) == 4 and all(read)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
 
     def total(name: str, **labels: str) -> float:
         out = 0.0
