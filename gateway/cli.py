@@ -68,6 +68,7 @@ def serve(
             os.environ[f"SEMCACHE_{name.upper()}"] = str(value).lower() \
                 if isinstance(value, bool) else str(value)
     os.environ["SEMCACHE_AUTO_MIGRATE"] = "false"
+    os.environ["SEMCACHE_CLIENT_HEADER_TIMEOUT_S"] = str(settings.client_header_timeout_s)
     if settings.replica_sync is None:
         os.environ["SEMCACHE_REPLICA_SYNC"] = "true"
     if settings.embedding_threads == 0:  # the workers share the cores instead of each taking all
@@ -76,7 +77,7 @@ def serve(
         "gateway.app:app_from_environment", factory=True, workers=workers,
         host=settings.host, port=settings.port, log_level=settings.log_level,
         proxy_headers=False, log_config=None,
-        http=bounded_protocol(settings.client_header_timeout_s),
+        http="gateway.httpserver:HeadDeadlineFromEnvironment",  # workers import it by name
     )
 
 

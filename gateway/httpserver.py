@@ -10,6 +10,7 @@ connection is closed. The body has its own deadline in the app (``protocol.read_
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -53,3 +54,12 @@ def bounded_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
     return HeadDeadlineProtocol
+
+
+def _from_environment() -> type[asyncio.Protocol]:
+    """For ``serve --workers N``: each worker process imports the protocol by name, and the
+    parent put the setting in the environment."""
+    return bounded_protocol(float(os.environ.get("SEMCACHE_CLIENT_HEADER_TIMEOUT_S", "10")))
+
+
+HeadDeadlineFromEnvironment = _from_environment()
