@@ -121,3 +121,27 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
         yield f"sqlite:///{tmp_path}/cache.db"
     else:
         yield from _pg_schema_url()
+
+
+# --- CI: a skipped test is a failed run -------------------------------------------------
+# Under any SEMCACHE_REQUIRE_* flag (``.ci/run`` sets them) every test must run: a skip there
+# means a part of the promise went unchecked (a missing tool, an unreachable service).
+_REQUIRED = any(v == "1" for k, v in os.environ.items() if k.startswith("SEMCACHE_REQUIRE_"))
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _REQUIRED and report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _REQUIRED and _skipped and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _REQUIRED and _skipped:
+        terminalreporter.write_line(
+            f"FAILED: {len(_skipped)} test(s) skipped under SEMCACHE_REQUIRE_*: "
+            + ", ".join(_skipped[:10]), red=True)
