@@ -48,3 +48,61 @@ def test_free_slots_are_reused_without_growing() -> None:
         ix.add([label], _vec(label % 8), [META])
         ix.remove([label])
     assert ix._index.get_max_elements() == 4
+
+
+def test_many_labels_deleted_and_added_again_in_any_order_keep_their_vectors() -> None:
+    """Whichever free slot hnswlib hands out (its free list is unordered), every label ends up
+    with its own vector and can be removed."""
+    import random
+
+    dim, rng = 16, random.Random(7)
+    ix = CategoryIndex(dim, capacity=8)
+    vec = {i: np.eye(dim, dtype=np.float32)[i % dim] * (1 + i // dim) for i in range(1, 13)}
+    for i in vec:
+        vec[i] = vec[i] / np.linalg.norm(vec[i])
+    labels = list(vec)
+    ix.add(labels, np.stack([vec[i] for i in labels]), [META] * len(labels))
+    for _ in range(5):
+        gone = rng.sample(labels, 6)
+        ix.remove(gone)
+        rng.shuffle(gone)
+        for i in gone:  # one at a time: each takes some free slot
+            ix.add([i], vec[i], [META])
+        for i in labels:
+            assert np.allclose(ix._index.get_items([i])[0], vec[i]), i
+        # and no slot is left behind under a label: the graph holds just these twelve
+        assert ix._index.element_count == len(labels)
+    assert ix.remove(labels) == len(labels)
+
+
+def test_search_keeps_only_the_same_scope_context_and_live_entries() -> None:
+    ix = CategoryIndex(8, capacity=4)
+    v = _vec(0)
+    ix.add([1, 2, 3, 4, 5], np.stack([v] * 5), [
+        Meta("scope", "", 100.0), Meta("other", "", 100.0), Meta("scope", "ctx", 100.0),
+        Meta("scope", "", 10.0), Meta("scope", "", 50.0)])
+    found = ix.search(v, k=5, scope_hash="scope", context_hash="", now=20.0)
+    assert sorted(i for i, _ in found) == [1, 5]
+    assert [i for i, _ in ix.search(v, k=5, scope_hash="scope", context_hash="ctx", now=20.0)] \
+        == [3]
+    assert ix.search(v, k=5, scope_hash="scope", context_hash="", now=100.0) == []
+
+
+def test_similarity_is_the_cosine() -> None:
+    ix = CategoryIndex(8, capacity=4)
+    ix.add([1], _vec(0), [META])
+    q = (0.6 * _vec(0) + 0.8 * _vec(1)).astype(np.float32)
+    ((label, sim),) = ix.search(q, k=1, scope_hash="scope", context_hash="", now=0)
+    assert label == 1 and abs(sim - 0.6) < 1e-5
+
+
+def test_the_index_grows_past_its_capacity() -> None:
+    ix = CategoryIndex(8, capacity=4)
+    n = 3000
+    vecs = np.random.default_rng(1).normal(size=(n, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    for start in range(0, n, 500):
+        ix.add(list(range(start + 1, start + 501)), vecs[start:start + 500], [META] * 500)
+    assert len(ix) == n and ix._index.get_max_elements() >= n
+    for i in (1, 1500, 3000):
+        assert ix.search(vecs[i - 1], k=1, scope_hash="scope", context_hash="", now=0)[0][0] == i

@@ -123,3 +123,117 @@ def test_tenants_come_from_api_keys() -> None:
     assert ns({"x-semcache-namespace": "edge"}, trust_header=True) == "edge"
     with pytest.raises(InvalidRequest):
         ns({"x-semcache-namespace": "bad space"})
+
+
+# --- what the mutation run (scripts/mutation) showed no test pinned down -----------------
+
+@pytest.mark.parametrize(("header", "lookup", "store"), [
+    (None, True, True), ("", True, True), ("no-cache", False, True), ("no-store", True, False),
+    ("No-Cache, NO-STORE", False, False), ("max-age=0, no-cache=\"x\"", False, True),
+    ("private", True, True), ("no-storex", True, True),
+])
+def test_cache_control_directives(header: str | None, lookup: bool, store: bool) -> None:
+    cc = cache_control(header)
+    assert (cc.lookup, cc.store) == (lookup, store)
+
+
+def test_plan_in_every_case() -> None:
+    from gateway.cache.policy import CacheControl, Plan
+    from gateway.categories import load_categories
+    from gateway.resources import categories_dir
+
+    cats = load_categories(categories_dir())
+    factual, personal = cats["factual"], cats["personal"]
+    assert not personal.cacheable and factual.cacheable
+    both, neither = CacheControl(True, True), CacheControl(False, False)
+    assert plan("logprobs", factual, both) == Plan(False, False, "logprobs")
+    assert plan(None, personal, both) == Plan(False, False, "category_not_cacheable")
+    assert plan(None, factual, neither) == Plan(False, False, "cache_control")
+    assert plan(None, factual, both) == Plan(True, True, None)
+    assert plan(None, factual, CacheControl(False, True)) == Plan(False, True, None)
+    assert plan(None, factual, CacheControl(True, False)) == Plan(True, False, None)
+    assert plan(None, None, both) == Plan(True, True, None)
+
+
+def test_effective_ttl_without_an_adaptive_maximum() -> None:
+    from gateway.cache.policy import effective_threshold, effective_ttl
+    from gateway.categories import load_categories
+    from gateway.resources import categories_dir
+
+    code = load_categories(categories_dir())["code"]
+    plain = code.model_copy(update={"adaptive": None})
+    assert effective_ttl(plain, 1.0) == float(code.ttl_seconds)
+    assert effective_threshold(plain, 1.0) == code.threshold
+    if code.adaptive is not None:
+        no_max = code.model_copy(update={"adaptive": code.adaptive.model_copy(
+            update={"ttl_max_seconds": None})})
+        assert effective_ttl(no_max, 1.0) == float(code.ttl_seconds)
+
+
+def test_the_key_says_what_it_was_made_from() -> None:
+    k = chat_key(_chat(model="m7"), "tenant-x", 100)
+    assert (k.endpoint, k.namespace, k.model, k.query) == ("chat", "tenant-x", "m7", "")
+    c = completion_key(CompletionRequest(model="m8", prompt="p"), "tenant-y", 100)
+    assert (c.endpoint, c.namespace, c.model, c.context_hash) == ("completions", "tenant-y",
+                                                                  "m8", "")
+    # the truncation flag at its boundary
+    assert not chat_key(_chat(messages=[{"role": "user", "content": "x" * 100}]), "d", 100).truncated
+    assert chat_key(_chat(messages=[{"role": "user", "content": "x" * 101}]), "d", 100).truncated
+    assert not completion_key(CompletionRequest(model="m", prompt="x" * 100), "d", 100).truncated
+
+
+def test_system_messages_are_scope_not_context() -> None:
+    sys_a = chat_key(_chat(messages=[{"role": "system", "content": "A"},
+                                     {"role": "user", "content": "hello"}]), "d", 100)
+    dev_b = chat_key(_chat(messages=[{"role": "developer", "content": "B"},
+                                     {"role": "user", "content": "hello"}]), "d", 100)
+    assert sys_a.context_hash == dev_b.context_hash == ""
+    assert sys_a.scope_hash != dev_b.scope_hash
+
+
+def test_only_system_messages_or_a_function_result_last_bypass() -> None:
+    assert chat_key(_chat(messages=[{"role": "system", "content": "x"}]), "d", 100).bypass \
+        == "last_message_not_user"
+    assert chat_key(_chat(messages=[{"role": "user", "content": "x"},
+                                    {"role": "function", "name": "f", "content": "1"}]),
+                    "d", 100).bypass == "tool_result"
+    assert chat_key(_chat(messages=[{"role": "user", "content": "x"},
+                                    {"role": "assistant", "content": "y"}]),
+                    "d", 100).bypass == "last_message_not_user"
+
+
+def test_every_earlier_turn_is_in_the_context() -> None:
+    def convo(*texts: str) -> str:
+        msgs = [{"role": "user" if i % 2 == 0 else "assistant", "content": t}
+                for i, t in enumerate(texts)]
+        return chat_key(_chat(messages=[*msgs, {"role": "user", "content": "and then?"}]),
+                        "d", 100).context_hash
+
+    assert convo("a", "b") != convo("a", "c")   # the turn right before the question
+    assert convo("a", "b") != convo("z", "b")   # the first one
+    assert convo("a", "b", "c", "d") != convo("a", "b", "c", "e")
+
+
+def test_nul_bypasses_and_the_query_string_is_keyed_in_any_order() -> None:
+    assert chat_key(_chat(messages=[{"role": "user", "content": "a\x00b"}]), "d", 100).bypass \
+        == "nul_character"
+    assert completion_key(CompletionRequest(model="m", prompt="a\x00b"), "d", 100).bypass \
+        == "nul_character"
+    plain = chat_key(_chat(), "d", 100)
+    v1 = chat_key(_chat(), "d", 100, query="api-version=1&x=2")
+    assert v1.scope_hash != plain.scope_hash and v1.query == "api-version=1&x=2"
+    assert chat_key(_chat(), "d", 100, query="x=2&api-version=1").scope_hash == v1.scope_hash
+    assert chat_key(_chat(), "d", 100, query="api-version=2&x=2").scope_hash != v1.scope_hash
+    assert v1.request_hash != plain.request_hash
+    c1 = completion_key(CompletionRequest(model="m", prompt="p"), "d", 100, query="v=1")
+    assert c1.scope_hash != completion_key(CompletionRequest(model="m", prompt="p"),
+                                           "d", 100).scope_hash
+
+
+def test_tenants_are_kept_apart_in_every_key() -> None:
+    a, b = chat_key(_chat(), "tenant-a", 100), chat_key(_chat(), "tenant-b", 100)
+    assert a.scope_hash != b.scope_hash and a.request_hash != b.request_hash
+    assert a.exact_hash != b.exact_hash
+    ca = completion_key(CompletionRequest(model="m", prompt="p"), "tenant-a", 100)
+    cb = completion_key(CompletionRequest(model="m", prompt="p"), "tenant-b", 100)
+    assert ca.scope_hash != cb.scope_hash and ca.request_hash != cb.request_hash

@@ -176,3 +176,24 @@ def test_an_operator_classes_their_engines_own_fields() -> None:
     assert key(cache_prompt=True).scope_hash == plain.scope_hash
     assert key(guided_json={"type": "object"}).bypass == "guided_json"
     assert key(min_p=0.1).bypass == "unknown_field"
+
+
+def test_tenant_names_and_errors_are_exact() -> None:
+    one = _ns([("authorization", "Bearer sk-1")])
+    assert one == "key-" + hashlib.sha256(b"sk-1").hexdigest()[:20]
+    assert _ns([("api-key", "sk-1")]) == one and _ns([("x-api-key", "  sk-1 ")]) == one
+    both = _ns([("authorization", "Bearer sk-1"), ("api-key", "sk-2")])
+    assert both.startswith("key-") and len(both) == 24
+    assert both != _ns([("authorization", "Bearer sk-1"), ("api-key", "sk-3")])
+    assert both != _ns([("authorization", "Bearer sk-2"), ("api-key", "sk-1")])
+    with pytest.raises(InvalidRequest) as err:
+        _ns([("api-key", "a"), ("api-key", "b")])
+    assert (err.value.param, err.value.code) == ("api-key", "duplicate_credentials")
+    for bad in ("a b", "x" * 129):
+        with pytest.raises(InvalidRequest) as err:
+            _ns([("x-semcache-namespace", bad)])
+        assert err.value.param == "X-Semcache-Namespace" and "1-128" in err.value.message
+    with pytest.raises(InvalidRequest) as err:
+        _ns([("authorization", "Bearer k"), ("x-semcache-namespace", "n" * 110)])
+    assert err.value.param == "X-Semcache-Namespace" and "at most 128" in err.value.message
+    assert _ns([("x-semcache-namespace", "n" * 128)], trust_header=True) == "n" * 128
