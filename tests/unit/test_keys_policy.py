@@ -237,3 +237,21 @@ def test_tenants_are_kept_apart_in_every_key() -> None:
     ca = completion_key(CompletionRequest(model="m", prompt="p"), "tenant-a", 100)
     cb = completion_key(CompletionRequest(model="m", prompt="p"), "tenant-b", 100)
     assert ca.scope_hash != cb.scope_hash and ca.request_hash != cb.request_hash
+
+
+def test_completion_keys_in_full() -> None:
+    def key(**kw: object) -> object:
+        kw.setdefault("model", "m")
+        kw.setdefault("prompt", "Once upon a time")
+        return completion_key(CompletionRequest.model_validate(kw), "d", 10,
+                              {"min_p": "keyed"}, "")
+
+    assert key(prompt="   ").bypass == "empty_query"  # type: ignore[attr-defined]
+    assert key(max_tokens=7).max_tokens == 7  # type: ignore[attr-defined]
+    long = key()
+    assert long.truncated and long.embed_text == "Once upon " and long.text == "Once upon a time"  # type: ignore[attr-defined]
+    assert key(min_p=0.1).bypass is None  # type: ignore[attr-defined]
+    assert key(min_p=0.1).scope_hash != key(min_p=0.2).scope_hash  # type: ignore[attr-defined]
+    assert key(top_k=3).bypass == "unknown_field"  # type: ignore[attr-defined]
+    assert key(stop="x").scope_hash != long.scope_hash  # type: ignore[attr-defined]
+    assert key(temperature=0.3).scope_hash == long.scope_hash  # type: ignore[attr-defined]
