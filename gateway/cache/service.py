@@ -248,12 +248,41 @@ class CacheService:
         if plan.bypass is not None:
             return await self._forward(key, raw, headers, parsed.stream, None, None,
                                        {**out, "x-semcache-bypass": plan.bypass})
-        hedge = None
-        if category.hedge and plan.lookup:
-            # low-hit-rate category: the upstream call starts now, the lookup runs beside it
+        hedge = lead = None
+        coalescing = self.settings.coalesce and plan.store
+        if category.hedge and plan.lookup and not (
+                coalescing and self.coalescer.in_flight(key.request_hash) is not None):
+            # low-hit-rate category: the upstream call starts now, the lookup runs beside it;
+            # identical requests arriving meanwhile follow this call instead of opening theirs
+            # (an identical one already in flight: no hedge, this one follows it)
             hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw,
                                                             key.query))
-        if plan.lookup and whole:
+            if coalescing:
+                lead = self.coalescer.lead(key.request_hash)
+        try:
+            hit = await self._search(key, category, ranked, vec, plan.lookup and whole)
+        except BaseException:
+            if lead is not None:
+                self.coalescer.finish(key.request_hash, lead, Shared())
+            raise
+        if hit is not None:
+            if hedge is not None:
+                self.background.spawn(discard(hedge))
+                self.metrics.hedges.labels(category.name, "cancelled").inc()
+            if lead is not None:  # followers find the same entry themselves
+                self.coalescer.finish(key.request_hash, lead, Shared())
+            return self._serve(key, category, hit, parsed, out)
+        if hedge is not None:
+            self.metrics.hedges.labels(category.name, "used").inc()
+        return await self._forward(key, raw, headers, parsed.stream,
+                                   category if plan.store else None, vec, out,
+                                   parsed if plan.lookup else None, hedge, lead)
+
+    async def _search(
+        self, key: RequestKey, category: Category, ranked: list[str], vec: Vectors, look: bool,
+    ) -> Hit | None:
+        """The best verified entry in the query's category and the near-tied ones, or None."""
+        if look:
             nearest: float | None = None
             for name in ranked:
                 neighbour = self.categories[name]
@@ -263,19 +292,12 @@ class CacheService:
                 for reason, n in found.rejected.items():
                     self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
                 if found.hit is not None:
-                    if hedge is not None:
-                        self.background.spawn(discard(hedge))
-                        self.metrics.hedges.labels(category.name, "cancelled").inc()
-                    return self._serve(key, category, found.hit, parsed, out)
+                    return found.hit
                 if found.nearest is not None:
                     nearest = max(nearest or -1.0, found.nearest)
             if nearest is not None:
                 self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
-        if hedge is not None:
-            self.metrics.hedges.labels(category.name, "used").inc()
-        return await self._forward(key, raw, headers, parsed.stream,
-                                   category if plan.store else None, vec, out,
-                                   parsed if plan.lookup and hedge is None else None, hedge)
+        return None
 
     async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
         """The exact-repeat fast path: no embedding, no search, one store read."""
@@ -416,13 +438,15 @@ class CacheService:
         store_in: Category | None, vec: Vectors | None, out: dict[str, str],
         parsed: ChatCompletionRequest | CompletionRequest | None = None,
         opened: asyncio.Task[Any] | None = None,
+        lead: asyncio.Future[Shared] | None = None,
     ) -> Response:
         """Forward upstream; a cacheable miss is coalesced with identical ones in flight
-        (``parsed`` given), unless a hedged request is already ``opened``."""
+        (``parsed`` given). ``opened``: a hedged call already under way, and ``lead``: the
+        coalescing future it already leads."""
         outcome = "bypass" if "x-semcache-bypass" in out else "miss"
         coalesce = store_in is not None and parsed is not None and self.settings.coalesce
         ckey = key.request_hash
-        if coalesce and (leading := self.coalescer.in_flight(ckey)) is not None:
+        if lead is None and coalesce and (leading := self.coalescer.in_flight(ckey)) is not None:
             shared = await self.coalescer.follow(leading)
             if shared is not None and shared.response is not None and parsed is not None \
                     and store_in is not None:
@@ -437,7 +461,8 @@ class CacheService:
                                    {**out, "x-semcache-coalesced": "true"})
             # no complete answer to share (an error, a cut-off or no-store answer, a wait that
             # ran out): the leader's outcome is not this request's; it makes its own call
-        lead = self.coalescer.lead(ckey) if coalesce else None
+        if lead is None and coalesce:
+            lead = self.coalescer.lead(ckey)
 
         async def on_complete(response: dict[str, Any]) -> None:
             if store_in is not None and vec is not None:

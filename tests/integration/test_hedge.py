@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -52,3 +53,31 @@ def test_hedged_miss_costs_about_the_direct_call_and_a_hit_cancels_it(
             f"{fake_upstream.url}/metrics").text:
         assert time.monotonic() < deadline, "the abandoned hedge is still running upstream"
         time.sleep(0.05)
+
+
+def test_identical_misses_in_a_hedged_category_make_one_upstream_call(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    upstream_stats: Callable[[], dict[str, int]],
+) -> None:
+    """Issue 21, item 1: eight identical concurrent misses in a hedged category made six
+    upstream calls (a plain category: one): each opened its own hedge. Now the first one's
+    hedge leads and the others follow it."""
+    import asyncio
+
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text(yaml.safe_dump({"creative": {"hedge": True}, "factual": {"hedge": True}}))
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/h.db",
+                         categories_overlay=overlay)
+
+    async def burst(q: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as c:
+            return await asyncio.gather(*(c.post(
+                f"{gw.url}/v1/chat/completions", headers=SLOW, json={
+                    "model": "fake-small", "stream": i % 2 == 1,
+                    "messages": [{"role": "user", "content": q}]}) for i in range(8)))
+
+    for n, q in enumerate(("Write a haiku about autumn leaves", "Who painted the Mona Lisa?")):
+        results = asyncio.run(burst(q))
+        assert all(r.status_code == 200 for r in results)
+        assert upstream_stats()["/v1/chat/completions"] == n + 1, q
+        assert sum(r.headers.get("x-semcache-coalesced") == "true" for r in results) == 7
