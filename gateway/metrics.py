@@ -20,6 +20,16 @@ _SIMILARITY = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95,
 STAGES = ("embed", "classify", "search", "verify", "store_read", "store_write",
           "upstream_ttfb", "upstream_total")
 OUTCOMES = ("hit", "miss", "bypass", "error")
+# Every label value known in advance is exported from the first scrape, at zero: ``rate()``
+# over a series that appears only with its first event is empty until something breaks.
+BYPASS_REASONS = (
+    "cache_disabled", "warming_up", "store_unavailable", "embedding_failed",
+    "category_not_cacheable", "cache_control", "unknown_field", "n_greater_than_1", "logprobs",
+    "echo", "audio", "web_search", "tool_result", "last_message_not_user", "non_text_content",
+    "empty_query", "nul_character", "prompt_not_single_text",
+)
+UPSTREAM_ERRORS = ("timeout", "unavailable", "400", "401", "403", "404", "408", "413", "422",
+                   "429", "500", "502", "503", "504")
 
 
 class Metrics:
@@ -131,6 +141,15 @@ class Metrics:
             "semcache_backend_measured_reuse",
             "Reuse the backend reports itself: hit tokens / queried tokens of its counters.",
             ["backend", "source"], registry=r)
+        for outcome in OUTCOMES:
+            self.request_duration.labels(outcome)
+            self.requests.labels("-", outcome)
+        for stage in STAGES:
+            self.stage_duration.labels(stage)
+        for reason in BYPASS_REASONS:
+            self.bypasses.labels(reason)
+        for status in UPSTREAM_ERRORS:
+            self.upstream_errors.labels(status)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -152,9 +171,16 @@ class Metrics:
         self.feedback.labels(name)
         for slot in slots:
             self.verifier_rejections.labels(name, slot)
+        for outcome in OUTCOMES:
+            self.requests.labels(name, outcome)
+        for series in (self.hit_similarity, self.miss_nearest_similarity, self.tokens_saved,
+                       self.upstream_calls_avoided, self.coalesced):
+            series.labels(name)
+        for result in ("used", "cancelled"):
+            self.hedges.labels(name, result)
 
     def declare_store(self) -> None:
-        for operation in ("read", "write", "write_rejected", "touch", "sweep"):
+        for operation in ("read", "write", "write_rejected", "touch", "sweep", "ping"):
             self.store_errors.labels(operation)
         for op in ("put", "delete"):
             self.sync_changes.labels(op)

@@ -229,3 +229,32 @@ def test_secrets_never_reach_logs_or_metrics(
     for secret in ("SECRET-123", "SECRET-456", "SECRET-987", "wrong-SECRET"):
         assert secret not in caplog.text
         assert secret not in scraped
+
+
+def test_every_known_series_exists_from_the_first_scrape(gw: ServerThread) -> None:
+    """Issue 22: a series created by its first event makes rate() over it empty (and alerts on
+    it silent) until something breaks. Every label set known in advance is there at zero."""
+    from gateway.metrics import BYPASS_REASONS, OUTCOMES, STAGES, UPSTREAM_ERRORS
+
+    first = samples(gw.url)
+    have = {(name, labels) for name, labels in first}
+
+    def has(name: str, **labels: str) -> bool:
+        return (name, frozenset(labels.items())) in have
+
+    cats = ["code", "conversation", "creative", "factual", "finance_news", "general", "math",
+            "personal"]
+    missing = [
+        *(f"upstream_errors {s}" for s in UPSTREAM_ERRORS
+          if not has("semcache_upstream_errors_total", status=s)),
+        *(f"bypass {r}" for r in BYPASS_REASONS if not has("semcache_bypass_total", reason=r)),
+        *(f"requests {c}/{o}" for c in cats for o in OUTCOMES
+          if not has("semcache_requests_total", category=c, outcome=o)),
+        *(f"hedges {c}" for c in cats if not has("semcache_hedges_total", category=c,
+                                                  result="used")),
+        *(f"stage {s}" for s in STAGES if not has("semcache_stage_duration_seconds_count",
+                                                   stage=s)),
+        *(f"tokens_saved {c}" for c in cats if not has("semcache_tokens_saved_total", category=c)),
+    ]
+    assert not missing, missing
+    assert all(v == 0 for (n, labels), v in first.items() if n == "semcache_upstream_errors_total")
