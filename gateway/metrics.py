@@ -39,8 +39,9 @@ class Metrics:
             "semcache_requests_total", "Cacheable-endpoint requests by category and outcome.",
             ["category", "outcome"], registry=r)
         self.request_duration = Histogram(
-            "semcache_request_duration_seconds", "Time to response headers, by outcome.",
-            ["outcome"], buckets=_LATENCY, registry=r)
+            "semcache_request_duration_seconds",
+            "Time to response headers, by category and outcome (a hit's is what it adds).",
+            ["category", "outcome"], buckets=_LATENCY, registry=r)
         self.stage_duration = Histogram(
             "semcache_stage_duration_seconds", "Time spent in each stage of the request path.",
             ["stage"], buckets=_LATENCY, registry=r)
@@ -142,7 +143,7 @@ class Metrics:
             "Reuse the backend reports itself: hit tokens / queried tokens of its counters.",
             ["backend", "source"], registry=r)
         for outcome in OUTCOMES:
-            self.request_duration.labels(outcome)
+            self.request_duration.labels("-", outcome)
             self.requests.labels("-", outcome)
         for stage in STAGES:
             self.stage_duration.labels(stage)
@@ -173,6 +174,7 @@ class Metrics:
             self.verifier_rejections.labels(name, slot)
         for outcome in OUTCOMES:
             self.requests.labels(name, outcome)
+            self.request_duration.labels(name, outcome)
         for series in (self.hit_similarity, self.miss_nearest_similarity, self.tokens_saved,
                        self.upstream_calls_avoided, self.coalesced):
             series.labels(name)

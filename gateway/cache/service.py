@@ -179,7 +179,8 @@ class CacheService:
             response = await self._complete(headers, raw, parsed, query)
         except UpstreamError:
             self.metrics.requests.labels("-", "error").inc()
-            self.metrics.request_duration.labels("error").observe(time.perf_counter() - start)
+            self.metrics.request_duration.labels("-", "error").observe(
+                time.perf_counter() - start)
             raise
         outcome = response.headers.get("x-semcache", "miss")
         category = response.headers.get("x-semcache-category", "-")
@@ -188,7 +189,8 @@ class CacheService:
         if reason := response.headers.get("x-semcache-bypass"):
             self.metrics.bypasses.labels(reason).inc()
         self.metrics.requests.labels(category, outcome).inc()
-        self.metrics.request_duration.labels(outcome).observe(time.perf_counter() - start)
+        self.metrics.request_duration.labels(category, outcome).observe(
+            time.perf_counter() - start)
         return response
 
     async def _complete(
