@@ -106,3 +106,4 @@ def test_the_index_grows_past_its_capacity() -> None:
     assert len(ix) == n and ix._index.get_max_elements() >= n
     for i in (1, 1500, 3000):
         assert ix.search(vecs[i - 1], k=1, scope_hash="scope", context_hash="", now=0)[0][0] == i
+

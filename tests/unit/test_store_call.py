@@ -1,0 +1,48 @@
+"""Store.call: the deadline of a store call counts from when it runs."""
+
+from __future__ import annotations
+
+
+def test_a_store_call_is_timed_from_when_it_runs_not_while_it_queues() -> None:
+    """A busy gateway queueing its store calls is not a store that is down."""
+    import asyncio
+    import time
+
+    import sqlalchemy as sa
+
+    from gateway.cache.store import Store, StoreTimeout
+
+    store = Store(sa.create_engine("sqlite://"))
+    store._threads._max_workers = 1  # one thread: the second call queues behind the first
+
+    async def scenario() -> None:
+        slow = asyncio.ensure_future(store.call(5, time.sleep, 0.1))
+        await asyncio.sleep(0.03)
+        assert await store.call(0.1, lambda: "fast") == "fast"  # queued ~0.07 s + ran ~0: ok
+        await slow
+        slow = asyncio.ensure_future(store.call(5, time.sleep, 0.17))
+        await asyncio.sleep(0.02)
+        # queued ~0.15 s (within its allowance of 0.2), then ran 0.1 s (within its 0.2):
+        # 0.25 s in all, past a deadline counted from the call, yet no timeout
+        assert await store.call(0.2, lambda: time.sleep(0.1) or "done") == "done"
+        await slow
+        try:
+            await store.call(0.1, time.sleep, 0.5)
+        except StoreTimeout as exc:
+            assert "longer than 0.1s" in str(exc)
+        else:
+            raise AssertionError("a call running past its deadline must time out")
+        blocker = asyncio.ensure_future(store.call(5, time.sleep, 1.5))
+        await asyncio.sleep(0.05)
+        try:  # no thread frees up within the queue allowance (as long as the deadline)
+            await store.call(0.1, lambda: "never")
+        except StoreTimeout as exc:
+            assert "no free store thread" in str(exc)
+        else:
+            raise AssertionError("a call that never gets a thread must time out")
+        await blocker
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.dispose()
