@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.serverthread import free_port
+from gateway.devtools.serverthread import free_port
 
 BIN = Path(sys.executable).parent / "semcache"
 

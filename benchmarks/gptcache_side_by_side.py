@@ -9,7 +9,7 @@ scalar store + hnswlib vector store, ``SearchDistanceEvaluation`` and the defaul
 
 Quality, per labeled pair (a, b, same): a fresh cache of each system gets ``a`` with an answer,
 then is asked ``b``; a hit on a ``same: false`` pair is a wrong answer. For semcache the
-decision is the category's threshold plus the verifier (``gateway.evaluation``, the same code
+decision is the category's threshold plus the verifier (``gateway.tools.evaluation``, the same code
 ``semcache eval`` runs). The development set (ours were tuned on it) and both held-out sets.
 
 Latency: every ``a`` of the set in one cache of each, then every ``b`` looked up; per lookup,
@@ -33,11 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import pct, stamp, write_section
 
 from gateway.cache.index import CategoryIndex, Meta
-from gateway.cache.verify import verify
+from gateway.cache.verifier.verify import verify
 from gateway.categories import Classifier, load_categories
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.evaluation import Pair, evaluate, load_pairs
 from gateway.resources import categories_dir
+from gateway.tools.evaluation import Pair, evaluate, load_pairs
 
 DATA = Path(__file__).parent / "data"
 

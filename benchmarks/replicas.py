@@ -31,9 +31,9 @@ from benchmarks._report import pct, stamp, write_section
 from gateway.app import create_app
 from gateway.cache.store import NewEntry, Store, make_engine, run_migrations
 from gateway.config import Settings
+from gateway.devtools.fake_upstream import create_fake_app
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.fake_upstream import create_fake_app
-from gateway.serverthread import ServerThread
 
 PG = os.environ.get("SEMCACHE_TEST_PG_URL", "postgresql+psycopg://root@127.0.0.1:5432/test")
 

@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 
 from benchmarks._report import stamp, write_section
-from gateway.chunks import Chunk, make_chunk
+from gateway.backend.chunks import Chunk, make_chunk
+from gateway.backend.routing import Router
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.routing import Router
 
 RECOMPUTE = 0.15  # CacheBlend's recompute ratio (the deploy/lmcache/blend.yaml setting too)
 

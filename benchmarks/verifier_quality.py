@@ -17,8 +17,8 @@ from _report import stamp, write_section
 
 from gateway.categories import Classifier, load_categories
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.evaluation import Report, evaluate, load_pairs
 from gateway.resources import categories_dir
+from gateway.tools.evaluation import Report, evaluate, load_pairs
 
 DATA = Path(__file__).parent / "data"
 

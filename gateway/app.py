@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from gateway import __version__
-from gateway.api import admin, health, metrics_route, openai, passthrough
+from gateway.api import admin, completions, health, metrics_route, passthrough
+from gateway.backend.routing import Router
+from gateway.backend.upstream import Upstream
 from gateway.config import Settings
 from gateway.deps import Services
 from gateway.errors import install_handlers
 from gateway.metrics import Metrics
 from gateway.middleware import RequestIdMiddleware
-from gateway.routing import Router
-from gateway.upstream import Upstream
 
 if TYPE_CHECKING:
     from gateway.embedding import Embedder
@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     app.include_router(health.router)
     app.include_router(metrics_route.router)
     app.include_router(admin.router)
-    app.include_router(openai.router)
+    app.include_router(completions.router)
     app.include_router(passthrough.router)
     return app
 

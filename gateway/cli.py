@@ -92,8 +92,8 @@ def demo(
 ) -> None:
     """Gateway + built-in fake LLM + a mixed workload; prints hits per category."""
     logging.basicConfig(level="WARNING")
-    from gateway.demo import run
-    from gateway.real_model import RealModelUnavailable
+    from gateway.devtools.real_model import RealModelUnavailable
+    from gateway.tools.demo import run
 
     try:
         run(database_url, echo=typer.echo, real_model=real_model)
@@ -110,8 +110,8 @@ def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]
 
     from gateway.categories import Classifier, load_categories
     from gateway.embedding import SentenceTransformerEmbedder
-    from gateway.evaluation import PairsFileError, evaluate, load_pairs
     from gateway.resources import categories_dir
+    from gateway.tools.evaluation import PairsFileError, evaluate, load_pairs
 
     settings = _settings()
     try:
@@ -161,7 +161,7 @@ def eval_(
     typer.echo(f"report: {out}")
     if plots:
         try:
-            from gateway.tuning import plot
+            from gateway.tools.tuning import plot
 
             for path in plot(report, Path(plots)):
                 typer.echo(f"plot: {path}")
@@ -179,7 +179,7 @@ def tune(
     """Per-category thresholds reaching the target precision with the most recall -> overlay."""
     from pathlib import Path
 
-    from gateway.tuning import choose_thresholds, write_overlay
+    from gateway.tools.tuning import choose_thresholds, write_overlay
 
     report = _evaluate(pairs, overlay)
     choices = choose_thresholds(report, target_precision)
@@ -212,9 +212,9 @@ def replay(
 
     from rich.progress import Progress
 
-    from gateway.demo import local_stack
-    from gateway.replay import TraceError, load_trace
-    from gateway.replay import replay as run_replay
+    from gateway.tools.demo import local_stack
+    from gateway.tools.trace_replay import TraceError, load_trace
+    from gateway.tools.trace_replay import replay as run_replay
 
     try:
         items = load_trace(Path(trace))
@@ -260,7 +260,7 @@ def fake_upstream(
     """Run the deterministic fake LLM (an OpenAI-compatible server for demos and tests)."""
     import uvicorn
 
-    from gateway.fake_upstream import create_fake_app
+    from gateway.devtools.fake_upstream import create_fake_app
 
     app = create_fake_app(chunk_delay_s=chunk_delay_ms / 1000, capacity=capacity,
                           service_time_s=service_time_ms / 1000)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from gateway.backend.upstream import Upstream
 from gateway.config import Settings
 from gateway.metrics import Metrics
-from gateway.upstream import Upstream
 
 if TYPE_CHECKING:
     from gateway.cache.service import CacheService

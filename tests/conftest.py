@@ -18,9 +18,9 @@ import sqlalchemy as sa
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.devtools.fake_upstream import create_fake_app
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.fake_upstream import create_fake_app
-from gateway.serverthread import ServerThread
 
 
 @pytest.fixture(autouse=True)

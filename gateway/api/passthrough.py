@@ -12,9 +12,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.backend.forwarding import forward_raw
 from gateway.deps import ServicesDep
 from gateway.errors import NotFound
-from gateway.forwarding import forward_raw
 from gateway.protocol import read_body
 
 router = APIRouter(tags=["passthrough"])

@@ -22,6 +22,9 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
+from gateway.backend.forwarding import discard, forward_completion, open_completion
+from gateway.backend.load import LoadMonitor
+from gateway.backend.upstream import Upstream
 from gateway.cache import policy, upkeep, warmup
 from gateway.cache.background import Background
 from gateway.cache.breaker import StoreBreaker, unavailable
@@ -37,18 +40,15 @@ from gateway.cache.store import (
     run_migrations,
 )
 from gateway.cache.sync import ChangeFollower
-from gateway.cache.verify import verify
+from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
 from gateway.errors import InvalidRequest, UpstreamError
-from gateway.forwarding import discard, forward_completion, open_completion
-from gateway.load import LoadMonitor
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
 from gateway.resources import categories_dir
 from gateway.streaming import fresh, replay
-from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 A = "What is the capital of Australia?"

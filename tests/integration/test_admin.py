@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
 from gateway.resources import categories_dir
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 ADMIN = {"authorization": "Bearer admin-secret"}

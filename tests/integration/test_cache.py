@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from gateway.devtools.fake_upstream import fake_text
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.fake_upstream import fake_text
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 Chat = Callable[..., tuple[str, dict[str, str]]]

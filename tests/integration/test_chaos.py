@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from gateway.devtools.fake_upstream import create_fake_app, fake_text
+from gateway.devtools.serverthread import ServerThread, free_port
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.fake_upstream import create_fake_app, fake_text
-from gateway.serverthread import ServerThread, free_port
 from tests.conftest import GatewayFactory, _pg_schema_url
 from tests.tcpproxy import proxied
 

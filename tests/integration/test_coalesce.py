@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 HEADERS = {"authorization": "Bearer sk-co"}

@@ -14,9 +14,9 @@ import openai
 import pytest
 import yaml
 
+from gateway.devtools.fake_upstream import fake_text
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.fake_upstream import fake_text
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 Stats = Callable[[], dict[str, int]]

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from gateway.serverthread import ServerThread, free_port
+from gateway.devtools.serverthread import ServerThread, free_port
 
 BIN = str(Path(sys.executable).parent / "semcache")
 

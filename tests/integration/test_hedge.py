@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 # a slow upstream, so that the bounds below are wide on a busy 2-core machine: what is

@@ -140,8 +140,8 @@ header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max
 def test_any_header_values_give_a_namespace_the_store_holds_or_a_400(
     headers: dict[str, str], trust: bool
 ) -> None:
+    from gateway.backend.upstream import wire_headers
     from gateway.cache.keys import namespace_of
-    from gateway.upstream import wire_headers
 
     try:
         ns = namespace_of(headers, key_namespaces={}, anonymous="default", trust_header=trust)

@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 )
 from starlette.datastructures import Headers
 
+from gateway.backend.upstream import Upstream
 from gateway.cache import sync, upkeep
 from gateway.cache.admin import CacheAdmin
 from gateway.cache.service import CacheService
@@ -39,7 +40,6 @@ from gateway.config import Settings
 from gateway.embedding import SentenceTransformerEmbedder, Vectors
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest
-from gateway.upstream import Upstream
 
 # far apart from each other: no two are a legitimate semantic hit for one another
 QUESTIONS = [

@@ -16,9 +16,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Settings
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
 from gateway.logs import JsonFormatter
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 ROOT = Path(__file__).parents[2]

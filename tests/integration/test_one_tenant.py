@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 

@@ -23,8 +23,8 @@ import httpx
 import pytest
 import yaml
 
+from gateway.devtools.serverthread import ServerThread, free_port
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread, free_port
 from tests.conftest import GatewayFactory
 
 ROOT = Path(__file__).parents[2]

@@ -18,8 +18,8 @@ import yaml
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 CHAT = "/v1/chat/completions"

@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.fake_upstream import fake_text
-from gateway.serverthread import ServerThread, free_port
+from gateway.devtools.fake_upstream import fake_text
+from gateway.devtools.serverthread import ServerThread, free_port
 from tests.conftest import GatewayFactory
 
 MSG = [{"role": "user", "content": "Explain what a reverse proxy does."}]

@@ -16,9 +16,9 @@ import httpx
 import openai
 import pytest
 
+from gateway.devtools.real_model import RealModelUnavailable, llama_server
+from gateway.devtools.serverthread import ServerThread, free_port
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.real_model import RealModelUnavailable, llama_server
-from gateway.serverthread import ServerThread, free_port
 from tests.conftest import GatewayFactory
 
 pytestmark = pytest.mark.real_model

@@ -17,8 +17,8 @@ import pytest
 
 from gateway.cache.store import NewEntry, Store, changes, make_engine, run_migrations
 from gateway.cache.sync import ChangeFollower
+from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.serverthread import ServerThread
 from tests.conftest import GatewayFactory, _pg_schema_url, wait_ready
 from tests.tcpproxy import proxied
 

@@ -14,9 +14,9 @@ import numpy as np
 import openai
 import pytest
 
-from gateway.chunks import make_chunk
-from gateway.fake_upstream import create_fake_app
-from gateway.serverthread import ServerThread
+from gateway.backend.chunks import make_chunk
+from gateway.devtools.fake_upstream import create_fake_app
+from gateway.devtools.serverthread import ServerThread
 from tests.conftest import GatewayFactory
 
 N_CHUNKS = 1000

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.backend.load import HYSTERESIS, LoadMonitor
 from gateway.cache import policy
 from gateway.categories import Category, load_categories
 from gateway.config import Settings
-from gateway.load import HYSTERESIS, LoadMonitor
 from gateway.resources import categories_dir
 
 CATS = load_categories(categories_dir())

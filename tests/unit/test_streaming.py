@@ -71,7 +71,7 @@ def test_storable() -> None:
 
 
 def test_header_values_go_upstream_as_their_bytes_without_surrounding_whitespace() -> None:
-    from gateway.upstream import wire_headers
+    from gateway.backend.upstream import wire_headers
 
     assert wire_headers({"x-note": "caf\u00e9", "x-pad": " value \t"}) == [
         (b"x-note", b"caf\xe9"), (b"x-pad", b"value")]

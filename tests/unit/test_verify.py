@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.verify import Verdict, verify
+from gateway.cache.verifier.verify import Verdict, verify
 from gateway.categories import ALL_SLOTS, load_categories
 from gateway.resources import categories_dir
 

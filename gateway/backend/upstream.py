@@ -15,8 +15,8 @@ from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
-    from gateway.load import LoadMonitor
-    from gateway.routing import Router
+    from gateway.backend.load import LoadMonitor
+    from gateway.backend.routing import Router
 
 # RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
 HOP_BY_HOP = frozenset(

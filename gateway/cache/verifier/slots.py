@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gateway.cache import lexicon as lx
+from gateway.cache.verifier import lexicon as lx
 
 _TOKEN = re.compile(
     r"""

@@ -30,8 +30,8 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.backend.upstream import server_root
 from gateway.config import Settings
-from gateway.upstream import server_root
 
 log = logging.getLogger(__name__)
 

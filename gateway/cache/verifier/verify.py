@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.cache import lexicon as lx
-from gateway.cache.slots import Slots, extract
+from gateway.cache.verifier import lexicon as lx
+from gateway.cache.verifier.slots import Slots, extract
 from gateway.categories import ALL_SLOTS, SlotKind
 
 __all__ = ["OK", "Verdict", "verify"]

@@ -58,14 +58,14 @@ class Row:
 def _upstream(real_model: bool) -> Iterator[str]:
     """The backend's OpenAI base URL: the built-in fake LLM, or the real model's server."""
     if real_model:
-        from gateway.real_model import llama_server
-        from gateway.serverthread import free_port
+        from gateway.devtools.real_model import llama_server
+        from gateway.devtools.serverthread import free_port
 
         with llama_server(free_port()) as base:
             yield base
         return
-    from gateway.fake_upstream import create_fake_app
-    from gateway.serverthread import ServerThread
+    from gateway.devtools.fake_upstream import create_fake_app
+    from gateway.devtools.serverthread import ServerThread
 
     with ServerThread(create_fake_app()) as upstream:
         yield f"{upstream.url}/v1"
@@ -80,7 +80,7 @@ def local_stack(database_url: str | None = None, real_model: bool = False) -> It
 
     from gateway.app import create_app
     from gateway.config import Settings
-    from gateway.serverthread import ServerThread
+    from gateway.devtools.serverthread import ServerThread
 
     with tempfile.TemporaryDirectory() as tmp:
         url = database_url or f"sqlite:///{tmp}/demo.db"

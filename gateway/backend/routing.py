@@ -37,12 +37,12 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import chunk_format
-from gateway.chunks import Chunk, request_chunks
+from gateway.backend import chunk_format
+from gateway.backend.chunks import Chunk, request_chunks
+from gateway.backend.upstream import Upstream, close, server_root
 from gateway.config import Backend, Settings
 from gateway.errors import UpstreamError
 from gateway.metrics import Metrics
-from gateway.upstream import Upstream, close, server_root
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from gateway.backend.forwarding import forward_completion, forward_raw
 from gateway.deps import ServicesDep
-from gateway.forwarding import forward_completion, forward_raw
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,

@@ -18,10 +18,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway.backend.upstream import Upstream, close, iter_body, read_body, response_headers
 from gateway.errors import UpstreamError
 from gateway.protocol import PATHS, Endpoint
 from gateway.streaming import SSEParser, StreamAssembler, error_event, no_store, storable
-from gateway.upstream import Upstream, close, iter_body, read_body, response_headers
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gateway.chunks import Chunk, layout, make_chunk, split_pieces
+from gateway.backend.chunks import Chunk, layout, make_chunk, split_pieces
 from gateway.config import Backend
 from gateway.protocol import PATHS, SYSTEM_ROLES
 from gateway.streaming import DONE, SSEParser, encode_event

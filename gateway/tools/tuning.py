@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from gateway.categories import Category
-from gateway.evaluation import Report
+from gateway.tools.evaluation import Report
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.cache.slots import extract
-from gateway.cache.verify import verify
+from gateway.cache.verifier.slots import extract
+from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier
 from gateway.embedding import Embedder
 

@@ -24,7 +24,7 @@ before the first stop string, ``finish_reason: "stop"``), and has a context wind
 ``GET /metrics`` exports the load gauges vLLM exports (same names), from the requests in flight.
 
 As a backend replica behind the router it also keeps a pretend KV cache of chunks (list-of-parts
-message contents, ``gateway.chunks``): ``vllm:prefix_cache_queries``/``hits`` count their
+message contents, ``gateway.backend.chunks``): ``vllm:prefix_cache_queries``/``hits`` count their
 tokens, and ``GET /fake/requests`` lists the recent request bodies with their chunk digests.
 """
 
@@ -43,7 +43,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from prometheus_client import Counter as Counter_
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from gateway.chunks import request_chunks
+from gateway.backend.chunks import request_chunks
 
 _WORDS = (
     "the a cache model answer token vector index query result value system fast data "

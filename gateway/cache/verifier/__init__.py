@@ -1,0 +1,2 @@
+"""Hit verification: the rules (``verify``), the slots they compare (``slots``) and the
+vocabulary (``lexicon``)."""

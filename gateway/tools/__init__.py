@@ -1,0 +1,2 @@
+"""Operator tools beside the gateway: the demo, hit-quality evaluation, threshold tuning and
+trace replay."""
