@@ -1,7 +1,7 @@
 """Operator actions on the cache: stats, inspection, invalidation, feedback, reload.
 
 Everything here changes the store first (the truth) and then the in-memory indexes, through
-the service's ``_drop``, so the request path never serves what an operator removed.
+``Indexes.drop``, so the request path never serves what an operator removed.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class CacheAdmin:
             "ready": svc.warm.is_set(),
             "backend_load": load,
             "backend_signals": dict(svc.load.backend),
-            "exact_entries": len(svc.exact),
+            "exact_entries": len(svc.indexes.exact),
             "categories": {
                 name: {
                     "entries": len(svc.indexes[name]) if name in svc.indexes else 0,
@@ -82,7 +82,7 @@ class CacheAdmin:
                                        category=category, namespace=namespace)
         for entry_id, name in deleted:
             if name in svc.indexes:
-                svc._drop(name, [entry_id])
+                svc.indexes.drop(name, [entry_id])
         return [i for i, _ in deleted]
 
     async def feedback(self, entry_id: int, reason: str | None) -> bool:
@@ -93,7 +93,7 @@ class CacheAdmin:
             return False
         await svc.store.call(svc.store.background_s, svc.store.record_feedback, entry, reason, time.time())
         if entry["category"] in svc.indexes:
-            svc._drop(entry["category"], [entry_id])
+            svc.indexes.drop(entry["category"], [entry_id])
         svc.metrics.feedback.labels(entry["category"]).inc()
         return True
 

@@ -30,6 +30,7 @@ from gateway.cache.background import Background
 from gateway.cache.breaker import StoreBreaker, unavailable
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
+from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
 from gateway.cache.store import (
     NewEntry,
@@ -76,8 +77,7 @@ class CacheService:
         self.upstream = upstream
         self.batcher = batcher
         self.store = store
-        self.indexes: dict[str, CategoryIndex] = {}
-        self.exact = ExactIndex()
+        self.indexes = Indexes()
         self.load = LoadMonitor(settings, on_change=self._load_changed)
         self.coalescer = Coalescer(settings.coalesce_wait_s)
         upstream.load = self.load
@@ -150,11 +150,9 @@ class CacheService:
         await self.batcher.aclose()
         await asyncio.to_thread(self.store.dispose)
 
-    def _drop(self, category: str, ids: list[int]) -> None:
-        """Entries gone from the store leave the in-memory indexes too."""
-        if ids:
-            self.indexes[category].remove(ids)
-            self.exact.remove(ids)
+    @property
+    def exact(self) -> ExactIndex:
+        return self.indexes.exact
 
     async def store_health(self) -> tuple[bool, str]:
         if not self.warm.is_set():
@@ -319,7 +317,7 @@ class CacheService:
             return None
         row, now = rows.get(entry_id), time.time()
         if row is None:
-            self._drop(name, [entry_id])
+            self.indexes.drop(name, [entry_id])
             return None
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
                 or row.context_hash != key.context_hash \
@@ -359,7 +357,7 @@ class CacheService:
         for entry_id, sim in candidates:
             row = rows.get(entry_id)
             if row is None:  # deleted behind our back (another replica, an operator)
-                self._drop(searched.name, [entry_id])
+                self.indexes.drop(searched.name, [entry_id])
                 continue
             if row.expires_at <= now or row.scope_hash != key.scope_hash \
                     or row.context_hash != key.context_hash or entry_id in partial \
@@ -371,7 +369,7 @@ class CacheService:
             if row.category != searched.name or own < threshold:
                 log.error("index label %d of %r does not match its stored row (similarity "
                           "%.4f, listed %.4f); dropped", entry_id, searched.name, own, sim)
-                self._drop(searched.name, [entry_id])
+                self.indexes.drop(searched.name, [entry_id])
                 continue
             sim = own
             if check:
@@ -535,7 +533,7 @@ class CacheService:
             victims = await self.store.call(
                 self.store.background_s, self.store.evict, category.name,
                 category.quota, category.eviction)
-            self._drop(category.name, victims)
+            self.indexes.drop(category.name, victims)
             self.metrics.evictions.labels(category.name).inc(len(victims))
 
 

@@ -103,7 +103,7 @@ async def apply(svc: CacheService, follower: ChangeFollower) -> int:
     batch = await svc.store.call(svc.store.background_s, follower.poll)
     for entry_id, category in batch.removed.items():
         if category in svc.indexes:
-            svc._drop(category, [entry_id])
+            svc.indexes.drop(category, [entry_id])
     wanted = [i for i, c in batch.added.items() if c in svc.indexes and i not in svc.indexes[c]]
     if wanted:  # our own writes are in the index already; only others' are read
         await warmup.add_rows(svc, await svc.store.call(svc.store.background_s, svc.store.index_rows, wanted))

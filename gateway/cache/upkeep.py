@@ -49,10 +49,10 @@ async def sweep(svc: CacheService) -> int:
     swept = await svc.store.call(svc.store.background_s, svc.store.sweep_expired, now)
     for entry_id, category in swept:
         if category in svc.indexes:
-            svc._drop(category, [entry_id])
+            svc.indexes.drop(category, [entry_id])
             svc.metrics.expirations.labels(category).inc()
     for name, index in svc.indexes.items():  # rows another process already deleted
-        svc._drop(name, index.expired(now))
+        svc.indexes.drop(name, index.expired(now))
     await svc.store.call(svc.store.background_s, svc.store.prune_changes,
                          now - svc.settings.change_retention_s)
     return len(swept)

@@ -57,7 +57,7 @@ async def rebuild(svc: CacheService) -> None:
             list(svc.categories),
         )
     if snap is not None:
-        svc.indexes, svc.exact = snap.indexes, snap.exact
+        svc.indexes.replace(snap.indexes, snap.exact)
         kept, added = await reconcile(svc)
         log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
                  "store", snap.watermark, kept, added)
@@ -86,7 +86,7 @@ async def reconcile(svc: CacheService) -> tuple[int, int]:
     present: set[int] = set()
     for name, index in svc.indexes.items():
         held = index.expires()
-        svc._drop(name, [i for i, exp in held.items() if live.get(i) != exp])
+        svc.indexes.drop(name, [i for i, exp in held.items() if live.get(i) != exp])
         present.update(i for i in held if live.get(i) == held[i])
     rows = await svc.store.call(svc.store.background_s, svc.store.index_rows, sorted(set(live) - present))
     await add_rows(svc, rows)
@@ -104,7 +104,7 @@ async def add_rows(svc: CacheService, rows: list[Any]) -> None:
         await asyncio.to_thread(svc.indexes[name].add, [r.id for r in group], vecs, metas)
         for r in group:
             if r.exact_hash:
-                svc.exact.add(r.exact_hash, r.id)
+                svc.indexes.exact.add(r.exact_hash, r.id)
 
 
 async def save_snapshot(svc: CacheService) -> bool:
@@ -113,7 +113,7 @@ async def save_snapshot(svc: CacheService) -> bool:
         return False
     watermark = await svc.store.call(svc.store.background_s, svc.store.max_id)
     await asyncio.to_thread(
-        snapshot.save, svc.settings.index_snapshot_dir, svc.indexes, svc.exact, watermark,
+        snapshot.save, svc.settings.index_snapshot_dir, svc.indexes, svc.indexes.exact, watermark,
         fingerprint(svc),
     )
     return True
