@@ -127,12 +127,13 @@ class StreamAssembler:
         """The complete response, or None if the stream must not be stored."""
         if self.error or not self.done or not self.choices:
             return None
-        if any(c.finish_reason != "stop" or c.other_delta or not "".join(c.parts).strip()
-               for c in self.choices.values()):
+        texts = {i: "".join(c.parts) for i, c in self.choices.items()}
+        if any(c.finish_reason != "stop" or c.other_delta or not texts[i].strip()
+               for i, c in self.choices.items()):
             return None
         choices: list[dict[str, Any]] = []
         for i, c in sorted(self.choices.items()):
-            text = "".join(c.parts)
+            text = texts[i]
             if self.endpoint == "chat":
                 msg = {"role": c.role or "assistant", "content": text}
                 choices.append({"index": i, "message": msg, "finish_reason": "stop"})

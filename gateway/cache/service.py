@@ -560,10 +560,14 @@ def _token_bound(entry: StoredEntry) -> int | None:
         return entry.completion_tokens
     bounds = [entry.completion_tokens_max] if entry.completion_tokens_max is not None else []
     if isinstance(entry.response.get("choices"), list):
-        bounds.append(sum(
-            len(((ch.get("message") or {}).get("content") or ch.get("text") or "").encode())
-            for ch in entry.response["choices"]))
+        bounds.append(sum(len(text.encode()) for text in _answer_texts(entry)))
     return min(bounds) if bounds else None
+
+
+def _answer_texts(entry: StoredEntry) -> list[str]:
+    """The text of each choice of a stored answer (chat message content or completion text)."""
+    return [(ch.get("message") or {}).get("content") or ch.get("text") or ""
+            for ch in entry.response.get("choices", [])]
 
 
 def _hit_usage(entry: StoredEntry, key: RequestKey) -> tuple[dict[str, Any], bool]:
@@ -589,7 +593,4 @@ def _completion_tokens(entry: StoredEntry) -> int:
     """Tokens the hit saved: the stored usage, else about four characters per token."""
     if entry.completion_tokens is not None:
         return entry.completion_tokens
-    chars = 0
-    for ch in entry.response.get("choices", []):
-        chars += len((ch.get("message") or {}).get("content") or ch.get("text") or "")
-    return max(1, chars // 4)
+    return max(1, sum(len(text) for text in _answer_texts(entry)) // 4)

@@ -92,7 +92,7 @@ def test_deeply_nested_json_is_a_400(
 ) -> None:
     """Issue 17, item 5: nesting between orjson's write limit (255) and its read limit (1024)
     gave 500 when the scope was hashed."""
-    gw = _shared_gateway(gateway_factory, embedder, tmp_path)
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/n.db")
     nested = '{"a": ' * levels + "{}" + "}" * levels  # json.dumps would recurse too deep
     value = f"[{nested}]" if where == "tools" else nested
     raw = ('{"model": "m", "messages": [{"role": "user", "content": "hi"}], "'
@@ -108,11 +108,6 @@ def test_nesting_a_real_schema_uses_is_fine() -> None:
     for _ in range(40):
         nested = {"type": "object", "properties": {"x": nested}}
     parse_json_object(json.dumps({"model": "m", "tools": [nested]}).encode())
-
-
-def _shared_gateway(factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
-                    tmp_path: Path) -> Any:
-    return factory(embedder=embedder, database_url=f"sqlite:///{tmp_path}/n.db")
 
 
 @pytest.mark.parametrize("key", ["", "   "])

@@ -197,3 +197,12 @@ def test_tenant_names_and_errors_are_exact() -> None:
         _ns([("authorization", "Bearer k"), ("x-semcache-namespace", "n" * 110)])
     assert err.value.param == "X-Semcache-Namespace" and "at most 128" in err.value.message
     assert _ns([("x-semcache-namespace", "n" * 128)], trust_header=True) == "n" * 128
+
+
+def test_every_bypass_reason_the_table_gives_is_exported_from_the_start() -> None:
+    """BYPASS_REASONS (metrics) is written by hand: a reason added to the scope table but not
+    there would appear only with its first request, and rate() over it would be empty."""
+    from gateway.cache.keys import _BYPASS_REASON
+    from gateway.metrics import BYPASS_REASONS
+
+    assert set(_BYPASS_REASON.values()) <= set(BYPASS_REASONS)
