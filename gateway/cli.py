@@ -103,13 +103,13 @@ def demo(
 
 
 def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]
-    """Load pairs, categories and the model; evaluate with a progress bar."""
+    """Load pairs, categories and the model as the gateway does; evaluate with a progress bar."""
     from pathlib import Path
 
     from rich.progress import Progress
 
     from gateway.categories import Classifier, load_categories
-    from gateway.embedding import SentenceTransformerEmbedder
+    from gateway.embedding import load_embedder
     from gateway.resources import categories_dir
     from gateway.tools.evaluation import PairsFileError, evaluate, load_pairs
 
@@ -121,27 +121,48 @@ def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]
     cats = load_categories(
         settings.categories_dir or categories_dir(), Path(overlay) if overlay else None
     )
-    embedder = SentenceTransformerEmbedder(settings.embedding_model, settings.embedding_device)
+    embedder = load_embedder(settings.embedding_model, settings.embedding_device,
+                             settings.embedding_backend, settings.embedding_cache_dir,
+                             settings.embedding_threads)
     exemplars = {n: embedder.encode(c.exemplars) for n, c in cats.items()}
     classifier = Classifier(cats, exemplars, settings.classify_min_similarity)
     with Progress(transient=True) as bar:
-        task = bar.add_task("embedding", total=None)
-        return evaluate(data, embedder, cats, classifier,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        tasks: dict[str, object] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
+
+        return evaluate(data, embedder, cats, classifier, progress=progress,
+                        margin=settings.classify_margin)
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
-    typer.echo(f"{'category':14}{'pairs':>6}{'thr':>6}{'P sim':>8}{'R sim':>8}{'P ver':>8}{'R ver':>8}")
+    def front(p: float | None) -> str:
+        return f"{p:>9.3f}" if p is not None else f"{'-':>9}"
+
+    typer.echo(f"{'category':14}{'pairs':>6}{'thr':>6}{'P sim':>8}{'R sim':>8}{'P ver':>8}"
+               f"{'R ver':>8}{'frontier':>9}{'P ver 95% CI':>16}")
     for c in report.categories:
         s, v = c.similarity_only, c.verified
+        lo, hi = v.precision_ci
         typer.echo(f"{c.name:14}{c.pairs:>6}{c.threshold:>6.2f}{s.precision:>8.3f}"
-                   f"{s.recall:>8.3f}{v.precision:>8.3f}{v.recall:>8.3f}")
+                   f"{s.recall:>8.3f}{v.precision:>8.3f}{v.recall:>8.3f}"
+                   f"{front(c.frontier_precision)}{f'{lo:.3f}-{hi:.3f}':>16}")
     s, v = report.overall_similarity_only, report.overall_verified
+    lo, hi = v.precision_ci
     typer.echo(f"{'all':14}{report.pairs:>6}{'':>6}{s.precision:>8.3f}{s.recall:>8.3f}"
-               f"{v.precision:>8.3f}{v.recall:>8.3f}")
+               f"{v.precision:>8.3f}{v.recall:>8.3f}{front(report.overall_frontier_precision)}"
+               f"{f'{lo:.3f}-{hi:.3f}':>16}")
+    typer.echo("frontier: the best precision a similarity threshold alone reaches at the "
+               "verified recall")
     g = report.best_global_threshold
     typer.echo(f"one global threshold, no verifier: best F1 at {g['threshold_best_f1']:.2f} "
-               f"(P {g['precision']:.3f}, R {g['recall']:.3f})")
+               f"(P {g['precision']:.3f}, R {g['recall']:.3f}); similarity AUC {report.auc:.3f}")
+    if report.exact_only:
+        typer.echo(f"{report.exact_only} pairs with a text the model cannot read whole: exact "
+                   "repeats only, as the gateway serves them")
 
 
 @app.command("eval")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.categories import Category
+from gateway.categories import Category, SlotKind
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,18 @@ def effective_ttl(category: Category, load: float) -> float:
 def expires_at(category: Category, now: float, load: float = 0.0) -> float:
     return now + effective_ttl(category, load)
 
+
+
+def match_threshold(category: Category, searched: Category, load: float) -> float:
+    """A candidate from ``searched``'s index for a query classified as ``category`` must pass
+    the stricter of the two thresholds (each as the load has it)."""
+    return max(effective_threshold(category, load), effective_threshold(searched, load))
+
+
+def verification_slots(category: Category, searched: Category) -> list[SlotKind] | None:
+    """The slot kinds a candidate is verified on (both categories' kinds), or None when
+    neither category verifies. ``semcache eval`` decides with this and ``match_threshold``,
+    exactly as the request path does."""
+    if not (category.verification.enabled or searched.verification.enabled):
+        return None
+    return list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))

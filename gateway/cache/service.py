@@ -335,10 +335,8 @@ class CacheService:
         now = time.time()
         index = self.indexes[searched.name]
         load = self.load.factor
-        threshold = max(policy.effective_threshold(category, load),
-                        policy.effective_threshold(searched, load))
-        slots = list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))
-        check = category.verification.enabled or searched.verification.enabled
+        threshold = policy.match_threshold(category, searched, load)
+        slots = policy.verification_slots(category, searched)
         # one thread hop for both: a hop costs about as much CPU as the search itself; within
         # the lookup's deadline, or the request passes through
         try:
@@ -372,7 +370,7 @@ class CacheService:
                 self.indexes.drop(searched.name, [entry_id])
                 continue
             sim = own
-            if check:
+            if slots is not None:
                 with self.metrics.stage("verify"):
                     verdict = verify(key.text, row.query_text, slots)
                 if not verdict.ok:

@@ -1,10 +1,18 @@
 """Hit quality on labeled pairs: precision and recall per category, with and without the
-verifier, across thresholds. Used by ``semcache eval`` and benchmarks/verifier_quality.py.
+verifier, across thresholds, beside the cosine frontier. Used by ``semcache eval``, ``semcache
+tune`` and benchmarks/verifier_quality.py.
 
 A pair ``{"a": query, "b": stored query, "same": bool, "category": optional}`` counts as a
-*predicted hit* when cosine(a, b) ≥ the category's threshold and (with verification) the
-verifier accepts b for a. Precision = right hits / predicted hits; recall = right hits / pairs
-labeled same. The category is the given one, else the classifier's choice for ``a``.
+*predicted hit* exactly when the gateway would serve b's answer to a (at no load): a is b
+(an exact repeat), or — both read whole by the embedder — cosine(a, b) passes the category's
+threshold (``policy.match_threshold``) and the verifier accepts b on the category's slot kinds
+(``policy.verification_slots``), in a cacheable category. Precision = right hits / predicted
+hits; recall = right hits / pairs labeled same, each with its 95% Wilson interval. The category
+is the given one, else the classifier's choice for ``a``.
+
+*Frontier*: the best precision a cosine threshold alone reaches at the verifier's recall
+(``curves.precision_at``). Verified precision below it means a higher threshold does better
+than the verifier.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from gateway.cache import policy
 from gateway.cache.verifier.slots import extract
 from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier
-from gateway.embedding import Embedder
+from gateway.embedding import Embedder, unseen
+from gateway.tools.curves import auc, precision_at, wilson
 
 
 class PairsFileError(ValueError):
@@ -59,6 +69,8 @@ class Scores:
     f1: float
     hits: int
     wrong_hits: int
+    precision_ci: tuple[float, float] = (0.0, 1.0)
+    recall_ci: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def of(cls, predicted: np.ndarray, labels: np.ndarray) -> Scores:
@@ -68,7 +80,8 @@ class Scores:
         p = tp / (tp + fp) if tp + fp else 1.0
         r = tp / pos if pos else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
-        return cls(round(p, 4), round(r, 4), round(f1, 4), tp + fp, fp)
+        return cls(round(p, 4), round(r, 4), round(f1, 4), tp + fp, fp,
+                   wilson(tp, tp + fp), wilson(tp, pos))
 
 
 @dataclass
@@ -79,6 +92,9 @@ class CategoryReport:
     threshold: float
     similarity_only: Scores
     verified: Scores
+    # the best precision a cosine threshold alone reaches at the verified recall
+    frontier_precision: float | None = None
+    auc: float = float("nan")  # of the cosine, this category's pairs
     sweep: list[dict[str, float]] = field(default_factory=list)
     rejections: dict[str, int] = field(default_factory=dict)
 
@@ -91,47 +107,91 @@ class Report:
     overall_verified: Scores
     best_global_threshold: dict[str, float]
     verify_us_per_pair: float
+    overall_frontier_precision: float | None = None
+    auc: float = float("nan")
+    # the cosine frontier over all pairs: best precision at each recall
+    frontier: list[dict[str, float | None]] = field(default_factory=list)
+    # pairs served only as exact repeats (a text the embedder cannot read whole)
+    exact_only: int = 0
+    # served pairs labeled different: the first 50, for a person to read
+    wrong_hits_sample: list[dict[str, Any]] = field(default_factory=list)
+    # which pairs the gateway would serve (by index); not written to the JSON report
+    served: list[int] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("served")
+        return out
 
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 1.0, 0.01)]
+RECALLS = [round(r, 2) for r in np.arange(0.05, 1.0001, 0.05)]
 
 
-def evaluate(
-    pairs: list[Pair], embedder: Embedder, categories: dict[str, Category],
-    classifier: Classifier, progress: Callable[[int, int], None] | None = None,
-) -> Report:
+def embed_pairs(
+    pairs: list[Pair], embedder: Embedder,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Each pair's cosine, and every text's vector (each distinct text embedded once)."""
     texts = sorted({p.a for p in pairs} | {p.b for p in pairs})
     chunks = []
     for start in range(0, len(texts), 256):
         chunks.append(embedder.encode(texts[start : start + 256]))
         if progress is not None:
-            progress(min(start + 256, len(texts)), len(texts))
+            progress("embedding", min(start + 256, len(texts)), len(texts))
     vecs = np.concatenate(chunks)
     row = {t: i for i, t in enumerate(texts)}
-    sims = np.array([float(vecs[row[p.a]] @ vecs[row[p.b]]) for p in pairs])
-    labels = np.array([p.same for p in pairs])
-    cats = []
+    sims = np.einsum("ij,ij->i", vecs[[row[p.a] for p in pairs]], vecs[[row[p.b] for p in pairs]])
+    return sims.astype(np.float64), {t: vecs[i] for t, i in row.items()}
+
+
+def evaluate(
+    pairs: list[Pair], embedder: Embedder, categories: dict[str, Category],
+    classifier: Classifier, progress: Callable[[str, int, int], None] | None = None,
+    margin: float = 0.0,
+) -> Report:
+    """``margin``: the gateway's ``classify_margin`` (categories searched beside the best)."""
+    sims, vec_of = embed_pairs(pairs, embedder, progress)
+    texts = list(vec_of)
+    labels = np.array([p.same for p in pairs], dtype=bool)
+    unread = {t for t in texts if unseen(embedder, t) is not None}
+    exact = np.array([p.a == p.b for p in pairs], dtype=bool)
+    semantic_ok = np.array([p.a not in unread and p.b not in unread for p in pairs], dtype=bool)
+    # as the request path decides: the query a is classified (the best category and those
+    # within the margin are searched), b was stored under its own best category
+    cats, stored, searched = [], [], []
     for p in pairs:
-        name = p.category if p.category in categories else classifier.classify(vecs[row[p.a]])[0]
-        cats.append(name)
+        if p.category in categories:
+            names = [p.category]
+            home = p.category
+        else:
+            names = [n for n, _ in classifier.ranked(vec_of[p.a], margin)]
+            home = classifier.classify(vec_of[p.b])[0]
+        cats.append(names[0])
+        stored.append(home)
+        searched.append(home in names)
     cat_arr = np.array(cats)
 
     verdicts = []
     extract.cache_clear()
     started = time.perf_counter()
-    for p, name in zip(pairs, cats, strict=True):
-        spec = categories[name].verification
-        verdicts.append(verify(p.a, p.b, spec.slots) if spec.enabled else verify(p.a, p.a))
+    for n, (p, name, home) in enumerate(zip(pairs, cats, stored, strict=True)):
+        slots = policy.verification_slots(categories[name], categories[home])
+        verdicts.append(verify(p.a, p.b, slots) if slots is not None else verify(p.a, p.a))
+        if progress is not None and (n % 1000 == 999 or n == len(pairs) - 1):
+            progress("verifying", n + 1, len(pairs))
     verify_us = (time.perf_counter() - started) / len(pairs) * 1e6
-    accepted = np.array([v.ok for v in verdicts])
+    accepted = np.array([v.ok for v in verdicts], dtype=bool)
 
-    thresholds = np.array([categories[c].threshold for c in cats])
-    cacheable = np.array([categories[c].cacheable for c in cats])
-    sim_hit = (sims >= thresholds) & cacheable
-    ver_hit = sim_hit & accepted
+    thresholds = np.array([policy.match_threshold(categories[c], categories[h], 0.0)
+                           for c, h in zip(cats, stored, strict=True)])
+    cacheable = np.array([categories[c].cacheable for c in cats], dtype=bool)
+    findable = cacheable & semantic_ok & np.array(searched, dtype=bool) & np.array(
+        [categories[h].cacheable for h in stored], dtype=bool)
+    sim_hit = cacheable & (exact | (findable & (sims >= thresholds)))
+    ver_hit = cacheable & (exact | (findable & (sims >= thresholds) & accepted))
+    # what a threshold alone can rank: exact repeats first, pairs it never serves last
+    score = np.where(exact & cacheable, 2.0, np.where(findable, sims, -2.0))
 
     reports = []
     for name in sorted(set(cats)):
@@ -139,34 +199,45 @@ def evaluate(
         cat = categories[name]
         sweep = []
         for t in THRESHOLDS:
-            s = Scores.of((sims[m] >= t), labels[m])
-            v = Scores.of((sims[m] >= t) & accepted[m], labels[m])
+            s = Scores.of(score[m] >= t, labels[m])
+            v = Scores.of((score[m] >= t) & (accepted[m] | exact[m]), labels[m])
             sweep.append({"threshold": t, "precision": s.precision, "recall": s.recall,
                           "verified_precision": v.precision, "verified_recall": v.recall})
         rejections: dict[str, int] = {}
-        for i in np.flatnonzero(m & sim_hit & ~accepted):
+        for i in np.flatnonzero(m & sim_hit & ~ver_hit):
             reason = verdicts[i].reason or "?"
             rejections[reason] = rejections.get(reason, 0) + 1
+        verified = Scores.of(ver_hit[m], labels[m])
         reports.append(CategoryReport(
             name=name, pairs=int(m.sum()), positives=int(labels[m].sum()),
             threshold=cat.threshold,
-            similarity_only=Scores.of(sim_hit[m], labels[m]),
-            verified=Scores.of(ver_hit[m], labels[m]), sweep=sweep, rejections=rejections,
+            similarity_only=Scores.of(sim_hit[m], labels[m]), verified=verified,
+            frontier_precision=precision_at(score[m], labels[m], verified.recall)
+            if verified.recall > 0 else None,
+            auc=round(auc(score[m], labels[m]), 4), sweep=sweep, rejections=rejections,
         ))
 
-    best = max(
-        (Scores.of(sims >= t, labels), t) for t in THRESHOLDS
-        if Scores.of(sims >= t, labels).precision >= 0.95
-    ) if any(Scores.of(sims >= t, labels).precision >= 0.95 for t in THRESHOLDS) else None
-    f1_best = max(THRESHOLDS, key=lambda t: Scores.of(sims >= t, labels).f1)
-    f1_scores = Scores.of(sims >= f1_best, labels)
-    best_global = {"threshold_best_f1": f1_best, "precision": f1_scores.precision,
-                   "recall": f1_scores.recall}
-    if best is not None:
-        best_global["threshold_for_p95"] = best[1]
+    global_scores = {t: Scores.of(score >= t, labels) for t in THRESHOLDS}
+    f1_best = max(THRESHOLDS, key=lambda t: global_scores[t].f1)
+    best_global: dict[str, float] = {"threshold_best_f1": f1_best,
+                                     "precision": global_scores[f1_best].precision,
+                                     "recall": global_scores[f1_best].recall}
+    reaching = [t for t in THRESHOLDS if global_scores[t].precision >= 0.95]
+    if reaching:  # the most recall; among equal recall, the stricter threshold
+        best_global["threshold_for_p95"] = max(
+            reaching, key=lambda t: (global_scores[t].recall, t))
+    overall = Scores.of(ver_hit, labels)
     return Report(
         pairs=len(pairs), categories=reports,
-        overall_similarity_only=Scores.of(sim_hit, labels),
-        overall_verified=Scores.of(ver_hit, labels),
+        overall_similarity_only=Scores.of(sim_hit, labels), overall_verified=overall,
         best_global_threshold=best_global, verify_us_per_pair=round(verify_us, 1),
+        overall_frontier_precision=precision_at(score, labels, overall.recall)
+        if overall.recall > 0 else None,
+        auc=round(auc(score, labels), 4),
+        frontier=[{"recall": r, "precision": precision_at(score, labels, r)} for r in RECALLS],
+        exact_only=int((~semantic_ok & ~exact).sum()),
+        wrong_hits_sample=[
+            {"a": pairs[i].a, "b": pairs[i].b, "similarity": round(float(sims[i]), 4),
+             "category": cats[i]} for i in np.flatnonzero(ver_hit & ~labels)[:50]],
+        served=[int(i) for i in np.flatnonzero(ver_hit)],
     )

@@ -92,3 +92,66 @@ def test_replay_rejects_bad_trace(tmp_path: Path) -> None:
     bad.write_text('{"nothing": 1}\n')
     result = CliRunner().invoke(app, ["replay", str(bad)])
     assert result.exit_code != 0 and "t.jsonl:1" in result.output
+
+
+def _pairs(tmp_path: Path, rows: list[dict[str, object]]) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_survives_many_thresholds_reaching_the_precision_target(tmp_path: Path) -> None:
+    """Regression: with two thresholds at precision ≥ 0.95 and different scores the old
+    code compared two Scores objects and crashed (TypeError) — README's public-data recipe."""
+    rows = [{"a": a, "b": b, "same": True} for a, b in [
+        ("How do I reverse a list in Python?", "How can I reverse a Python list?"),
+        ("What is the capital of France?", "Which city is the capital of France?"),
+        ("How do I boil an egg?", "What is the way to boil an egg?"),
+        ("Why is the sky blue?", "Why does the sky look blue?"),
+        ("How tall is Mount Everest?", "What is the height of Mount Everest?"),
+    ]] + [{"a": "How do I boil an egg?", "b": "How do I fry an egg?", "same": False}]
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["eval", str(_pairs(tmp_path, rows)), "--out", str(out),
+                                      "--plots", ""])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["best_global_threshold"]["threshold_for_p95"] >= 0.5
+    lo, hi = report["overall_verified"]["precision_ci"]
+    assert 0 <= lo <= report["overall_verified"]["precision"] <= hi <= 1
+    assert "frontier" in result.output
+
+
+def test_eval_counts_unreadable_texts_as_the_gateway_serves_them(tmp_path: Path) -> None:
+    """'Is 🍕 healthy?' / 'Is 🍔 healthy?' embed identically (both emoji are [UNK]): the
+    gateway serves such queries exact repeats only, so eval must not count a hit."""
+    rows = [{"a": "Is 🍕 healthy?", "b": "Is 🍔 healthy?", "same": False, "category": "general"},
+            {"a": "Is 🍕 healthy?", "b": "Is 🍕 healthy?", "same": True, "category": "general"}]
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["eval", str(_pairs(tmp_path, rows)), "--out", str(out),
+                                      "--plots", ""])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["overall_verified"]["wrong_hits"] == 0
+    assert report["overall_similarity_only"]["wrong_hits"] == 0
+    assert report["overall_verified"]["hits"] == 1  # the exact repeat
+    assert report["exact_only"] == 1
+
+
+def test_eval_reports_the_cosine_frontier_beside_the_verifier(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["eval", str(DEV), "--out", str(out), "--plots", ""])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    recall = report["overall_verified"]["recall"]
+    # the frontier is the best any threshold does at that recall: at least every swept one
+    swept = [s["precision"] for c in report["categories"] for s in c["sweep"]]
+    assert report["overall_frontier_precision"] is not None
+    assert 0 < report["overall_frontier_precision"] <= 1
+    points = report["frontier"]
+    assert [p["recall"] for p in points] == sorted(p["recall"] for p in points)
+    precisions = [p["precision"] for p in points if p["precision"] is not None]
+    assert precisions == sorted(precisions, reverse=True)  # more recall never buys precision
+    assert max(swept) <= 1 and recall > 0
+    for c in report["categories"]:
+        assert c["frontier_precision"] is None or 0 < c["frontier_precision"] <= 1
+    assert all(w["a"] and w["b"] for w in report["wrong_hits_sample"])
