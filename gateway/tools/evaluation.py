@@ -149,9 +149,11 @@ def evaluate(
     pairs: list[Pair], embedder: Embedder, categories: dict[str, Category],
     classifier: Classifier, progress: Callable[[str, int, int], None] | None = None,
     margin: float = 0.0,
+    embedded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
 ) -> Report:
-    """``margin``: the gateway's ``classify_margin`` (categories searched beside the best)."""
-    sims, vec_of = embed_pairs(pairs, embedder, progress)
+    """``margin``: the gateway's ``classify_margin`` (categories searched beside the best);
+    ``embedded``: ``embed_pairs``' result when the same pairs are evaluated more than once."""
+    sims, vec_of = embedded if embedded is not None else embed_pairs(pairs, embedder, progress)
     texts = list(vec_of)
     labels = np.array([p.same for p in pairs], dtype=bool)
     unread = {t for t in texts if unseen(embedder, t) is not None}

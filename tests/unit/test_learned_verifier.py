@@ -1,0 +1,88 @@
+"""The learned verifier's tooling: training pairs made as documented, and an adapter that,
+merged into the packaged base weights, scores exactly as the model it was trained as."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.tools import verifier_data as vd
+
+QUESTIONS = ["How many people lived in Warsaw in 1939?", "Who founded the Muslim Brotherhood?",
+             "When did the Yuan dynasty end?", "What is the capital of Poland?",
+             "Where did Genghis Khan die?", "Is Mount Everest in Nepal?"]
+
+
+def test_synthetic_pairs_change_one_thing_and_are_labeled() -> None:
+    rows = vd.synthetic(QUESTIONS, random.Random(1), per_kind=10)
+    kinds = {r["kind"] for r in rows}
+    assert {"synthetic:number", "synthetic:question_word", "synthetic:entity",
+            "synthetic:typing"} <= kinds
+    for r in rows:
+        assert r["a"] != r["b"] and r["source"] == "synthetic"
+        assert r["same"] == (r["kind"] == "synthetic:typing")
+        if r["kind"] == "synthetic:number":
+            assert "1939" in r["a"] and "1939" not in r["b"]
+
+
+def test_mined_negatives_skip_the_same_question_and_near_copies() -> None:
+    qs = [("What is the capital of Poland?", "1"), ("What is the capital of Poland ?", "2"),
+          ("What is the largest city of Poland?", "3"), ("Who wrote Hamlet?", "4")]
+    vecs = {"What is the capital of Poland?": [1.0, 0.0], "What is the capital of Poland ?":
+            [1.0, 0.0], "What is the largest city of Poland?": [0.8, 0.6],
+            "Who wrote Hamlet?": [-0.6, 0.8]}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.array([vecs[t] for t in texts])
+
+    rows = vd.mined_negatives(qs, encode, random.Random(0), limit=10)
+    pairs = {frozenset((r["a"], r["b"])) for r in rows}
+    # cosine 1.0 (a copy) is never a negative; 0.8 is; 0.0 (another topic) is not near
+    assert frozenset(("What is the capital of Poland?", "What is the largest city of Poland?")) \
+        in pairs
+    assert all("Hamlet" not in r["a"] + r["b"] for r in rows)
+    assert all(r["kind"] == "mined" and r["same"] is False for r in rows)
+
+
+def test_adapter_merged_into_the_base_scores_as_trained(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    from gateway.cache.verifier.model import (
+        PairScorer,
+        add_lora,
+        apply_adapter,
+        export_adapter,
+        load_base,
+    )
+
+    torch.manual_seed(0)
+    encoder, tok = load_base()
+    model = PairScorer(encoder)
+    names = add_lora(model, rank=4, alpha=8)
+    with torch.no_grad():  # as if trained: every update non-zero
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+        model.prior.weight.fill_(6.0)
+        model.prior.bias.fill_(-4.0)
+    model.eval()
+    enc = tok(["How do I sort a list?", "What is the capital of France?"],
+              ["How can I sort a list?", "Which city is France's capital?"],
+              return_tensors="pt", padding=True)
+    cos = torch.tensor([0.93, 0.88])
+    with torch.no_grad():
+        want = model(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], cos)
+    path = tmp_path / "adapter.npz"
+    export_adapter(model, names, {"format": 1}, path)
+    merged, _, meta = apply_adapter(path)
+    with torch.no_grad():
+        got = merged(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], cos)
+    assert meta == {"format": 1}
+    assert path.stat().st_size < 2_000_000  # rank 4: a small file over the packaged base
+    # fp16 factors: equal to a few thousandths of a logit
+    assert torch.allclose(got, want, atol=5e-3), (got, want)
+    base_only, _ = load_base()
+    assert not torch.allclose(merged.encoder.encoder.layer[0].attention.self.query.weight,
+                              base_only.encoder.layer[0].attention.self.query.weight)
