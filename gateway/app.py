@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from gateway import __version__
 from gateway.api import admin, completions, health, metrics_route, passthrough
+from gateway.backend.load import LoadMonitor
 from gateway.backend.routing import Router
 from gateway.backend.upstream import Upstream
 from gateway.config import Settings
@@ -31,9 +32,9 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics = Metrics()
-        upstream = Upstream(settings, metrics)
-        upstream.router = Router(settings, metrics)
-        upstream.router.start(upstream.client)
+        upstream = Upstream(settings, metrics, router=Router(settings, metrics),
+                            load=LoadMonitor(settings))
+        upstream.start(watch_load=settings.cache_enabled)
         services = Services(settings=settings, upstream=upstream, metrics=metrics)
         app.state.services = services
         try:
@@ -50,7 +51,6 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
             services.ready = False
             if services.cache is not None:
                 await services.cache.aclose()
-            await upstream.router.aclose()
             await upstream.aclose()
 
     app = FastAPI(title="semcache", version=__version__, lifespan=lifespan)

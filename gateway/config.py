@@ -257,3 +257,9 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"SEMCACHE_CONFIG={config_file}: no such file")
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+
+def server_root(base_url: str) -> str:
+    """An OpenAI base URL (``http://host:8000/v1``) without its ``/v1``: where a server such as
+    vLLM exposes ``/metrics``."""
+    return base_url.removesuffix("/v1")

@@ -20,7 +20,7 @@ from starlette.responses import Response, StreamingResponse
 
 from gateway.backend.upstream import Upstream, close, iter_body, read_body, response_headers
 from gateway.errors import UpstreamError
-from gateway.protocol import PATHS, Endpoint
+from gateway.protocol import Endpoint
 from gateway.streaming import SSEParser, StreamAssembler, error_event, no_store, storable
 
 log = logging.getLogger(__name__)
@@ -33,12 +33,9 @@ OnEnd = Callable[[int, bytes | None], None]
 async def forward_raw(upstream: Upstream, request: Request, path: str, body: bytes) -> Response:
     """Method, query, body, status and headers as they are; the body streamed both ways."""
     headers = upstream.request_headers(request.headers, identity=False)
-    # several backends: the least loaded one in rotation (models, embeddings, ... carry no chunks)
-    base = upstream.router.route([])[0].url if upstream.router is not None \
-        and upstream.router.active else None
     resp = await upstream.open(
         request.method, path, headers=headers, content=body or None, query=request.url.query,
-        base_url=base,
+        base_url=upstream.passthrough_base(),
     )
     return StreamingResponse(
         _guarded(iter_body(resp, raw=True), sse=False),
@@ -62,8 +59,8 @@ async def forward_completion(
 ) -> Response:
     """``on_end(status, body)`` runs once the exchange is over, complete or not (``body`` only
     for answers read whole). ``opened``: the request was already sent (hedging)."""
-    resp = await (opened if opened is not None else open_completion(
-        upstream, endpoint, incoming_headers, body, query))
+    resp = await (opened if opened is not None else upstream.open_completion(
+        endpoint, incoming_headers, body, query))
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
     is_sse = resp.headers.get("content-type", "").startswith("text/event-stream")
 
@@ -119,19 +116,6 @@ async def _store_safely(on_complete: OnComplete, response: dict[str, Any]) -> No
         await on_complete(response)
     except Exception:
         log.exception("storing an answer failed; it is passed on uncached")
-
-
-async def open_completion(
-    upstream: Upstream, endpoint: Endpoint, incoming_headers: Mapping[str, str], body: bytes,
-    query: str = "",
-) -> httpx.Response:
-    """Send the (chat) completion upstream — to the backend the router picks, in its chunk
-    format, when there are several (``routing.py``); returns when its status line arrived."""
-    headers = upstream.request_headers(incoming_headers, identity=True)
-    if upstream.router is not None and upstream.router.active:
-        return await upstream.router.send(upstream, endpoint, headers, body, query)
-    return await upstream.open("POST", PATHS[endpoint], headers=headers, content=body,
-                               query=query)
 
 
 async def discard(task: asyncio.Task[httpx.Response]) -> None:

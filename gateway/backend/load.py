@@ -30,8 +30,7 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.backend.upstream import server_root
-from gateway.config import Settings
+from gateway.config import Settings, server_root
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class LoadMonitor:
     def __init__(self, settings: Settings, on_change: Callable[[float], None] | None = None):
         self.settings = settings
         self.url = metrics_url(settings)
-        self.on_change = on_change
+        self._listeners: list[Callable[[float], None]] = [on_change] if on_change else []
         self.in_flight = 0
         self.backend: dict[str, float] = {}
         self._ttfb_fast: float | None = None
@@ -71,6 +70,14 @@ class LoadMonitor:
         self._smooth = 0.0
         self.factor = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self, listener: Callable[[float], None]) -> None:
+        """``listener(factor)`` on every change of the published factor."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[float], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     # --- what the gateway observes itself ---------------------------------------------
     def started(self) -> None:
@@ -119,8 +126,8 @@ class LoadMonitor:
         if abs(target - self.factor) >= HYSTERESIS or (target < 0.02 and self.factor > 0) \
                 or (target > 0.98 and self.factor < 1):
             self.factor = round(target, 3)
-            if self.on_change is not None:
-                self.on_change(self.factor)
+            for listener in list(self._listeners):
+                listener(self.factor)
         return self.factor
 
     # --- the backend's own gauges ----------------------------------------------------

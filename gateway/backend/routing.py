@@ -31,17 +31,13 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 
 import httpx
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.backend import chunk_format
-from gateway.backend.chunks import Chunk, request_chunks
-from gateway.backend.upstream import Upstream, close, server_root
-from gateway.config import Backend, Settings
-from gateway.errors import UpstreamError
+from gateway.backend.chunks import Chunk
+from gateway.config import Backend, Settings, server_root
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -184,40 +180,6 @@ class Router:
             log.warning("backend %s out of rotation: %s", b.label, why)
         b.up = False
         self.metrics.backend_failovers.labels(b.label).inc()
-
-    # --- sending ----------------------------------------------------------------------------
-    async def send(self, upstream: Upstream, endpoint: str, headers: Mapping[str, str],
-                   body: bytes, query: str = "") -> httpx.Response:
-        """Send a (chat) completion to the chosen backend, in its chunk format; move to the
-        next candidate if it fails before answering."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            data = None
-        chunks = request_chunks(endpoint, data, self.settings.chunk_delimiter) \
-            if isinstance(data, dict) else []
-        candidates = self.route(chunks)
-        last: UpstreamError | None = None
-        for n, b in enumerate(candidates):
-            prepared = chunk_format.prepare(b.formatter, endpoint, data, body, chunks)
-            self.assign(b, chunks)
-            try:
-                resp: httpx.Response = await upstream.open(
-                    "POST", prepared.path, headers=headers, content=prepared.body,
-                    query=query, base_url=b.url)
-            except UpstreamError as exc:
-                self.failed(b, exc.message)
-                last = exc
-                continue
-            if resp.status_code in FAILOVER_STATUSES and n + 1 < len(candidates):
-                await close(resp)
-                self.failed(b, f"answered {resp.status_code}")
-                continue
-            if prepared.convert is not None:
-                resp.extensions["semcache_convert"] = prepared.convert
-            return resp
-        assert last is not None
-        raise last
 
     # --- probing ----------------------------------------------------------------------------
     def start(self, client: httpx.AsyncClient) -> None:

@@ -1,22 +1,28 @@
-"""Talking to the backend: one pooled httpx client; httpx errors become ours in one place."""
+"""Talking to the backend: one pooled httpx client; httpx errors become ours in one place.
+
+``Upstream`` is the backend as the rest of the gateway sees it, wired once in the lifespan: the
+client, the router that picks a backend and its chunk format (``routing``), failover to the next
+backend, and the load monitor every call reports to (``load``). Neither of those two calls back
+into it."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
+import orjson
 
+from gateway.backend import chunk_format
+from gateway.backend.chunks import request_chunks
+from gateway.backend.load import LoadMonitor
+from gateway.backend.routing import FAILOVER_STATUSES, Router
 from gateway.config import Settings
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
-
-if TYPE_CHECKING:
-    from gateway.backend.load import LoadMonitor
-    from gateway.backend.routing import Router
+from gateway.protocol import PATHS, Endpoint
 
 # RFC 9110 §7.6.1 connection-specific fields, plus those the HTTP stack recomputes itself.
 HOP_BY_HOP = frozenset(
@@ -55,12 +61,6 @@ def wire_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.strip(" \t").encode("latin-1")) for k, v in headers.items()]
 
 
-def server_root(base_url: str) -> str:
-    """An OpenAI base URL (``http://host:8000/v1``) without its ``/v1``: where a server such as
-    vLLM exposes ``/metrics``."""
-    return base_url.removesuffix("/v1")
-
-
 def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:
     """Upstream response headers worth passing to the client.
 
@@ -73,12 +73,14 @@ def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]
 class Upstream:
     def __init__(
         self, settings: Settings, metrics: Metrics | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None, *,
+        router: Router | None = None, load: LoadMonitor | None = None,
     ):
         self.metrics = metrics or Metrics()
-        self.load: LoadMonitor | None = None  # set by the cache, which adapts to it
+        self.router = router or Router(settings, self.metrics)
+        self.load = load or LoadMonitor(settings)
+        self.settings = settings
         self.base_url = settings.first_backend_url()
-        self.router: Router | None = None
         self._api_key = settings.upstream_api_key
         self.stream_no_store = settings.stream_no_store
         self.client = httpx.AsyncClient(
@@ -93,8 +95,59 @@ class Upstream:
             follow_redirects=False,
         )
 
+    def start(self, *, watch_load: bool) -> None:
+        """Probe the backends; ``watch_load``: poll the load too (the cache adapts to it)."""
+        self.router.start(self.client)
+        if watch_load:
+            self.load.start(self.client)
+
     async def aclose(self) -> None:
+        await self.router.aclose()
+        await self.load.aclose()
         await self.client.aclose()
+
+    def passthrough_base(self) -> str | None:
+        """Where a request without chunks goes (models, embeddings, ...): the least loaded
+        backend in rotation when there are several, else the one base URL."""
+        return self.router.route([])[0].url if self.router.active else None
+
+    async def open_completion(
+        self, endpoint: Endpoint, incoming: Mapping[str, str], body: bytes, query: str = "",
+    ) -> httpx.Response:
+        """Send a (chat) completion; returns when its status line arrived. With several
+        backends (or a chunk format) to the one the router picks, in its format, moving to the
+        next candidate when one fails before answering."""
+        headers = self.request_headers(incoming, identity=True)
+        if not self.router.active:
+            return await self.open("POST", PATHS[endpoint], headers=headers, content=body,
+                                   query=query)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        chunks = request_chunks(endpoint, data, self.settings.chunk_delimiter) \
+            if isinstance(data, dict) else []
+        candidates = self.router.route(chunks)
+        last: UpstreamError | None = None
+        for n, b in enumerate(candidates):
+            prepared = chunk_format.prepare(b.formatter, endpoint, data, body, chunks)
+            self.router.assign(b, chunks)
+            try:
+                resp = await self.open("POST", prepared.path, headers=headers,
+                                       content=prepared.body, query=query, base_url=b.url)
+            except UpstreamError as exc:
+                self.router.failed(b, exc.message)
+                last = exc
+                continue
+            if resp.status_code in FAILOVER_STATUSES and n + 1 < len(candidates):
+                await close(resp)
+                self.router.failed(b, f"answered {resp.status_code}")
+                continue
+            if prepared.convert is not None:
+                resp.extensions["semcache_convert"] = prepared.convert
+            return resp
+        assert last is not None
+        raise last
 
     def request_headers(
         self, incoming: Mapping[str, str], *, identity: bool
@@ -141,8 +194,7 @@ class Upstream:
         )
         start = time.perf_counter()
         load = self.load
-        if load is not None:
-            load.started()
+        load.started()
         try:
             with map_httpx_errors():
                 try:
@@ -154,21 +206,18 @@ class Upstream:
         except UpstreamError as exc:
             self.metrics.upstream_errors.labels(
                 "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable").inc()
-            if load is not None:
-                load.finished()
-                load.answered(None, 503)  # no answer: no time to first byte to learn from
+            load.finished()
+            load.answered(None, 503)  # no answer: no time to first byte to learn from
             raise
         except BaseException:  # cancelled (an abandoned hedge): no answer to count
-            if load is not None:
-                load.finished()
+            load.finished()
             raise
         ttfb = time.perf_counter() - start
         self.metrics.stage_duration.labels("upstream_ttfb").observe(ttfb)
         if response.status_code >= 400:
             self.metrics.upstream_errors.labels(str(response.status_code)).inc()
-        if load is not None:
-            load.answered(ttfb, response.status_code)
-            response.extensions["semcache_load"] = load
+        load.answered(ttfb, response.status_code)
+        response.extensions["semcache_load"] = load
         response.extensions["semcache_start"] = start
         response.extensions["semcache_metrics"] = self.metrics
         return response

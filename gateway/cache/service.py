@@ -22,12 +22,13 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
-from gateway.backend.forwarding import discard, forward_completion, open_completion
+from gateway.backend.forwarding import discard, forward_completion
 from gateway.backend.load import LoadMonitor
 from gateway.backend.upstream import Upstream
 from gateway.cache import policy, upkeep, warmup
 from gateway.cache.background import Background
 from gateway.cache.breaker import StoreBreaker, unavailable
+from gateway.cache.changelog import ChangeFollower
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.indexes import Indexes
@@ -40,7 +41,6 @@ from gateway.cache.store import (
     make_engine,
     run_migrations,
 )
-from gateway.cache.sync import ChangeFollower
 from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
@@ -78,9 +78,10 @@ class CacheService:
         self.batcher = batcher
         self.store = store
         self.indexes = Indexes()
-        self.load = LoadMonitor(settings, on_change=self._load_changed)
+        # the backend's load, which the thresholds and TTLs adapt to (docs/ADAPTIVE.md)
+        self.load: LoadMonitor = upstream.load
+        self.load.subscribe(self._load_changed)
         self.coalescer = Coalescer(settings.coalesce_wait_s)
-        upstream.load = self.load
         self.install_categories(categories, classifier)
         metrics.declare_store()
         self.warm = asyncio.Event()
@@ -133,14 +134,12 @@ class CacheService:
         store = Store(make_engine(settings.database_url, settings.store_timeout_s),
                       background_s=settings.store_timeout_s * 15)
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
-        service.load.start(upstream.client)
         for loop in (warmup.warm_up, upkeep.sweep_forever, upkeep.flush_hits_forever):
             service.background.spawn(loop(service))
         return service
 
     async def aclose(self) -> None:
-        await self.load.aclose()
-        self.upstream.load = None
+        self.load.unsubscribe(self._load_changed)
         await self.background.close()  # before the engine is disposed
         await upkeep.flush_hits(self)
         try:
@@ -255,8 +254,8 @@ class CacheService:
             # low-hit-rate category: the upstream call starts now, the lookup runs beside it;
             # identical requests arriving meanwhile follow this call instead of opening theirs
             # (an identical one already in flight: no hedge, this one follows it)
-            hedge = asyncio.ensure_future(open_completion(self.upstream, key.endpoint, headers, raw,
-                                                            key.query))
+            hedge = asyncio.ensure_future(self.upstream.open_completion(
+                key.endpoint, headers, raw, key.query))
             if coalescing:
                 lead = self.coalescer.lead(key.request_hash)
         try:

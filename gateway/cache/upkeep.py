@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 
 if TYPE_CHECKING:
-    from gateway.cache.service import CacheService
+    from gateway.cache.state import CacheState
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +30,19 @@ class HitCounter:
         return hits
 
 
-async def flush_hits(svc: CacheService) -> None:
+async def flush_hits(svc: CacheState) -> None:
     try:
         await svc.store.call(svc.store.background_s, svc.store.touch, svc.hits.take())
     except SQLAlchemyError:
         svc.breaker.failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
 
 
-async def flush_hits_forever(svc: CacheService) -> None:
+async def flush_hits_forever(svc: CacheState) -> None:
     while not await svc.background.pause(1.0):
         await flush_hits(svc)
 
 
-async def sweep(svc: CacheService) -> int:
+async def sweep(svc: CacheState) -> int:
     """Delete expired rows from the store and their labels from the indexes; prune the change
     log beyond its retention."""
     now = time.time()
@@ -58,7 +58,7 @@ async def sweep(svc: CacheService) -> int:
     return len(swept)
 
 
-async def sweep_forever(svc: CacheService) -> None:
+async def sweep_forever(svc: CacheState) -> None:
     while not await svc.background.pause(svc.settings.sweep_interval_s):
         try:
             await sweep(svc)

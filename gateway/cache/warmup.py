@@ -6,26 +6,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.cache import snapshot, sync
-from gateway.cache.index import Meta
 from gateway.resources import trim_heap
 
 if TYPE_CHECKING:
-    from gateway.cache.service import CacheService
+    from gateway.cache.state import CacheState
 
 log = logging.getLogger(__name__)
 
 
-def fingerprint(svc: CacheService) -> str:
+def fingerprint(svc: CacheState) -> str:
     """What an index snapshot must have been made with to be usable."""
     return f"{svc.batcher.embedder.name}:{svc.batcher.embedder.dim}"
 
 
-async def warm_up(svc: CacheService) -> None:
+async def warm_up(svc: CacheState) -> None:
     """Indexes from the store (or a snapshot); with replicas, then the changes made meanwhile
     (``sync``); only then ready. A store that is down at start-up is waited for."""
     while True:
@@ -45,7 +44,7 @@ async def warm_up(svc: CacheService) -> None:
         svc.background.spawn(sync.follow_forever(svc, svc.follower))
 
 
-async def rebuild(svc: CacheService) -> None:
+async def rebuild(svc: CacheState) -> None:
     """The indexes from a snapshot reconciled with the store, or rebuilt from every live row.
     The caller reports ready after it (and after the change log's catch-up)."""
     started, count = time.monotonic(), 0
@@ -58,7 +57,7 @@ async def rebuild(svc: CacheService) -> None:
         )
     if snap is not None:
         svc.indexes.replace(snap.indexes, snap.exact)
-        kept, added = await reconcile(svc)
+        kept, added = await svc.indexes.reconcile(svc.store)
         log.info("index snapshot loaded (watermark %d): %d entries kept, %d added from the "
                  "store", snap.watermark, kept, added)
         count = kept + added
@@ -72,42 +71,14 @@ async def rebuild(svc: CacheService) -> None:
             batch = await svc.store.call(svc.store.background_s, next, rows_iter, None)
             if batch is None:
                 break
-            await add_rows(svc, batch)
+            await svc.indexes.add_rows(batch)
             count += len(batch)
             log.info("index rebuild: %d entries loaded", count)
     await asyncio.to_thread(trim_heap)  # the rebuild's row batches are garbage now
     log.info("index loaded: %d entries in %.2fs", count, time.monotonic() - started)
 
 
-async def reconcile(svc: CacheService) -> tuple[int, int]:
-    """Make the indexes match the store's live rows: drop what is gone (or whose id was reused:
-    another expiry), add what is missing. The entries kept and added."""
-    live = await svc.store.call(svc.store.background_s, svc.store.live_expiries, time.time())
-    present: set[int] = set()
-    for name, index in svc.indexes.items():
-        held = index.expires()
-        svc.indexes.drop(name, [i for i, exp in held.items() if live.get(i) != exp])
-        present.update(i for i in held if live.get(i) == held[i])
-    rows = await svc.store.call(svc.store.background_s, svc.store.index_rows, sorted(set(live) - present))
-    await add_rows(svc, rows)
-    return len(present), len(rows)
-
-
-async def add_rows(svc: CacheService, rows: list[Any]) -> None:
-    by_cat: dict[str, list[Any]] = {}
-    for row in rows:
-        if row.category in svc.indexes:
-            by_cat.setdefault(row.category, []).append(row)
-    for name, group in by_cat.items():
-        vecs = [r.embedding for r in group]
-        metas = [Meta(r.scope_hash, r.context_hash, r.expires_at) for r in group]
-        await asyncio.to_thread(svc.indexes[name].add, [r.id for r in group], vecs, metas)
-        for r in group:
-            if r.exact_hash:
-                svc.indexes.exact.add(r.exact_hash, r.id)
-
-
-async def save_snapshot(svc: CacheService) -> bool:
+async def save_snapshot(svc: CacheState) -> bool:
     """Write the index snapshot (graceful shutdown, or on demand); False if not configured."""
     if svc.settings.index_snapshot_dir is None or not svc.warm.is_set():
         return False
