@@ -10,8 +10,9 @@
     ├── UpstreamError                  the backend could not be used: 5xx
     │   ├── UpstreamUnavailable        502 connection refused, reset, bad protocol
     │   └── UpstreamTimeout            504 no byte within the timeout
-    └── CacheError                     the cache itself failed; never reaches a client:
-        └── StoreError                 the request degrades to pass-through and a metric counts it
+    └── CacheError                     the cache itself failed; never reaches a client of the
+        └── StoreError                 OpenAI API (the request degrades to pass-through and a
+            └── StoreTimeout           metric counts it); on the admin API 503
 
 An upstream that *answers* with an error status is not an exception here: its status and body
 are passed through unchanged (see ``upstream.py``).
@@ -94,7 +95,28 @@ class CacheError(SemcacheError):
 
 
 class StoreError(CacheError):
+    """A document-store call failed; raised only by ``Store.call``, the one place a SQLAlchemy
+    exception becomes ours. ``unavailable``: the store could not be reached or used
+    (connection, lock, timeout, pool) — what opens the breaker — as opposed to refusing what
+    was asked of it (data, integrity)."""
+
+    status_code = 503
+    error_type = "server_error"
     code = "store_error"
+
+    def __init__(self, message: str, *, unavailable: bool = False):
+        super().__init__(message)
+        self.unavailable = unavailable
+
+
+class StoreTimeout(StoreError):
+    """A store call ran past its deadline (``Store.call``): the store is treated as unavailable
+    for that request; the call itself may still finish on its thread."""
+
+    code = "store_timeout"
+
+    def __init__(self, message: str):
+        super().__init__(message, unavailable=True)
 
 
 def error_body(

@@ -4,7 +4,7 @@ A failed store call opens it: for ``retry_s`` requests pass through without touc
 (no timeouts piling up behind a dead database); the first request after that tries the store
 again, and a successful health check closes it at once.
 
-Only the store's *unavailability* opens it (``unavailable``): a row the store refuses (a value
+Only the store's *unavailability* opens it (``StoreError.unavailable``): a row the store refuses (a value
 too long for its column, a character it cannot hold) fails that one write, never caching for
 every tenant. A call past its deadline (``StoreTimeout``) is unavailability too, but one slow
 call on a busy machine is no outage: ``TIMEOUTS`` of them within ``retry_s`` open it.
@@ -15,21 +15,10 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import exc as sa_exc
-
-from gateway.cache.store import StoreTimeout
+from gateway.errors import StoreTimeout
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-
-def unavailable(error: BaseException) -> bool:
-    """The store could not be reached or used (connection, lock, timeout, pool), as opposed to
-    refusing what was asked of it (data, integrity, a statement it cannot run)."""
-    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
-        return True
-    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
-                              sa_exc.TimeoutError, sa_exc.DisconnectionError, StoreTimeout))
 
 
 class StoreBreaker:

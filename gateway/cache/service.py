@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import Response
 
 from gateway.backend.forwarding import discard, forward_completion
@@ -27,7 +26,7 @@ from gateway.backend.load import LoadMonitor
 from gateway.backend.upstream import Upstream
 from gateway.cache import policy, upkeep, warmup
 from gateway.cache.background import Background
-from gateway.cache.breaker import StoreBreaker, unavailable
+from gateway.cache.breaker import StoreBreaker
 from gateway.cache.changelog import ChangeFollower
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
@@ -37,7 +36,6 @@ from gateway.cache.store import (
     NewEntry,
     Store,
     StoredEntry,
-    StoreTimeout,
     make_engine,
     run_migrations,
 )
@@ -45,7 +43,7 @@ from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
-from gateway.errors import InvalidRequest, UpstreamError
+from gateway.errors import InvalidRequest, StoreError, UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
 from gateway.resources import categories_dir
@@ -158,9 +156,9 @@ class CacheService:
             return False, "rebuilding index"
         try:
             await self.store.call(self.settings.store_timeout_s, self.store.ping)
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.breaker.failed("ping")
-            return False, f"store unreachable ({type(exc).__name__}): serving pass-through"
+            return False, f"store unreachable ({exc.message}): serving pass-through"
         self.breaker.reset()
         return True, "ok"
 
@@ -311,7 +309,7 @@ class CacheService:
             with self.metrics.stage("store_read"):
                 rows = await self.store.call(
                     self.settings.store_lookup_timeout_s, self.store.get_many, [entry_id])
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             self.breaker.failed("read", exc)
             return None
         row, now = rows.get(entry_id), time.time()
@@ -342,7 +340,7 @@ class CacheService:
             nearest, candidates, rows, partial = await self.store.call(
                 self.settings.store_lookup_timeout_s, self._search_and_read, index, vec,
                 threshold, key, now)
-        except StoreTimeout as exc:
+        except StoreError as exc:
             self.breaker.failed("read", exc)
             return Lookup(None, None, {})
         if not candidates:
@@ -393,10 +391,9 @@ class CacheService:
         candidates = [(i, s) for i, s in near if s >= threshold]
         if not candidates:
             return nearest, candidates, {}, set()
-        try:
-            with self.metrics.stage("store_read"):
-                rows = self.store.get_many([i for i, _ in candidates])
-        except SQLAlchemyError:
+        with self.metrics.stage("store_read"):
+            rows = self.store.get_many_or_none([i for i, _ in candidates])
+        if rows is None:
             return nearest, candidates, None, set()
         embedder, max_chars = self.batcher.embedder, self.settings.max_query_chars
         partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
@@ -513,12 +510,12 @@ class CacheService:
             )
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
-        except SQLAlchemyError as exc:
-            if unavailable(exc):
+        except StoreError as exc:
+            if exc.unavailable:
                 self.breaker.failed("write", exc)
             else:  # this row was refused: this write fails alone, caching goes on for all
                 self.metrics.store_errors.labels("write_rejected").inc()
-                log.warning("the store refused an entry (%s); not cached", type(exc).__name__,
+                log.warning("the store refused an entry (%s); not cached", exc.message,
                             exc_info=log.isEnabledFor(logging.DEBUG))
 
     async def enforce_quota(self, category: Category) -> None:

@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.embedding import Vectors
+from gateway.errors import StoreError, StoreTimeout
 from gateway.resources import migrations_dir
 
 log = logging.getLogger(__name__)
@@ -160,11 +162,6 @@ _GET_MANY = sa.select(*(entries.c[n] for n in (
 ))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
-class StoreTimeout(SQLAlchemyError):
-    """A store call ran past its deadline (``Store.call``): the store is treated as unavailable
-    for that request; the call itself may still finish on its thread."""
-
-
 # PostgreSQL ends a statement the gateway has long stopped waiting for (server side; the
 # gateway's own deadlines are ``Store.call``'s)
 PG_STATEMENT_TIMEOUT_MS = 30_000
@@ -251,7 +248,8 @@ class Store:
 
     async def call(self, timeout_s: float, fn: Callable[..., Any], *args: Any,
                    **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on a store thread; ``StoreTimeout`` once it has run for
+        """``fn(*args, **kwargs)`` on a store thread; a SQLAlchemy error it raises comes back as
+        ``StoreError`` (the store's error boundary); ``StoreTimeout`` once it has run for
         ``timeout_s``. Waiting for a free thread counts apart, up to ``queue_s(timeout_s)``: a
         busy gateway queueing its lookups is slow, not a store that is down (and must not open
         the breaker and pour everything onto the backend)."""
@@ -267,7 +265,12 @@ class Store:
             wait = timeout_s if not began else began[0] + timeout_s - time.monotonic()
             done, _ = await asyncio.wait({future}, timeout=max(0.0, wait))
             if done:
-                return future.result()
+                try:
+                    return future.result()
+                except SQLAlchemyError as exc:  # the one place they become ours
+                    raise StoreError(f"{getattr(fn, '__name__', 'store call')}: "
+                                     f"{type(exc).__name__}: {exc}".splitlines()[0],
+                                     unavailable=_unavailable(exc)) from exc
             if (began and time.monotonic() >= began[0] + timeout_s) \
                     or (not began and time.monotonic() >= queued_until):
                 future.cancel()  # never started: it will not; started: it finishes unheard
@@ -309,6 +312,15 @@ class Store:
             entry_id = int(result.scalar_one())
             _log(conn, PUT, [(entry_id, e.category)])
             return entry_id
+
+    def get_many_or_none(self, ids: list[int]) -> dict[int, StoredEntry] | None:
+        """``get_many``, or None when the store failed: for a caller already on a store thread
+        that has a use for what it found before reading (the lookup's nearest similarity)."""
+        try:
+            return self.get_many(ids)
+        except SQLAlchemyError:
+            log.debug("reading candidates failed", exc_info=True)
+            return None
 
     def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
         if not ids:
@@ -506,3 +518,12 @@ class Store:
                 return
             last = rows[-1].id
             yield [self._index_row(r) for r in rows]
+
+
+def _unavailable(error: SQLAlchemyError) -> bool:
+    """The store could not be reached or used (connection, lock, timeout, pool), as opposed to
+    refusing what was asked of it (data, integrity, a statement it cannot run)."""
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError,
+                              sa_exc.TimeoutError, sa_exc.DisconnectionError))

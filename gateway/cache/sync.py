@@ -26,9 +26,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from gateway.cache.changelog import ChangeFollower
+from gateway.errors import StoreError
 
 if TYPE_CHECKING:
     from gateway.cache.state import CacheState
@@ -71,7 +70,7 @@ async def follow_forever(svc: CacheState, follower: ChangeFollower) -> None:
                 follower.last_ok = time.monotonic()
                 svc.metrics.sync_resyncs.inc()
             await apply(svc, follower)
-        except SQLAlchemyError:
+        except StoreError:
             svc.metrics.sync_errors.inc()
             log.warning("change log poll failed; retrying", exc_info=log.isEnabledFor(10))
         except Exception:  # a bug must not stop replica sync for good

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
+from gateway.errors import StoreError
 
 if TYPE_CHECKING:
     from gateway.cache.state import CacheState
@@ -33,7 +33,7 @@ class HitCounter:
 async def flush_hits(svc: CacheState) -> None:
     try:
         await svc.store.call(svc.store.background_s, svc.store.touch, svc.hits.take())
-    except SQLAlchemyError:
+    except StoreError:
         svc.breaker.failed("touch")  # hit counts are advisory (LRU/LFU): dropped, not retried
 
 
@@ -62,7 +62,7 @@ async def sweep_forever(svc: CacheState) -> None:
     while not await svc.background.pause(svc.settings.sweep_interval_s):
         try:
             await sweep(svc)
-        except SQLAlchemyError:
+        except StoreError:
             svc.breaker.failed("sweep")
         except Exception:  # a bug must not stop expiry for good: log it, sweep again later
             log.exception("sweep failed; retrying at the next interval")

@@ -8,9 +8,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from gateway.cache import snapshot, sync
+from gateway.errors import StoreError
 from gateway.resources import trim_heap
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ async def warm_up(svc: CacheState) -> None:
             if svc.follower is not None:
                 await sync.apply(svc, svc.follower)
             break
-        except SQLAlchemyError:
+        except StoreError:
             svc.breaker.failed("read")
             await asyncio.sleep(svc.settings.store_retry_s)
     svc.warm.set()

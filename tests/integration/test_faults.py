@@ -32,7 +32,8 @@ def test_store_outage_degrades_to_pass_through_and_recovers(
 ) -> None:
     proxy, via_proxy = proxied(pg_url)
     try:
-        gw = gateway_factory(embedder=embedder, database_url=via_proxy, store_retry_s=0.5)
+        gw = gateway_factory(embedder=embedder, database_url=via_proxy, store_retry_s=0.5,
+                             admin_key="adm-f")
         q = "What is the boiling point of water at sea level?"
         paraphrase = "At sea level, what is the boiling point of water?"
         assert ask(gw.url, q).headers["x-semcache"] == "miss"
@@ -48,6 +49,11 @@ def test_store_outage_degrades_to_pass_through_and_recovers(
                 "bypass", "store_unavailable")
         r = httpx.get(f"{gw.url}/readyz")
         assert r.status_code == 503 and r.json()["status"] == "degraded"
+        # the admin API, which needs the store, says so in OpenAI's shape (was a bare 500)
+        r = httpx.get(f"{gw.url}/admin/entries", headers={"x-semcache-admin-key": "adm-f"},
+                      timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] in ("store_error", "store_timeout"), r.text
         assert ask(gw.url, "Something new while the store is down").status_code == 200
         metrics = httpx.get(f"{gw.url}/metrics").text
         assert 'semcache_bypass_total{reason="store_unavailable"} 0.0' not in metrics

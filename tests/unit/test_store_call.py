@@ -10,7 +10,8 @@ def test_a_store_call_is_timed_from_when_it_runs_not_while_it_queues() -> None:
 
     import sqlalchemy as sa
 
-    from gateway.cache.store import Store, StoreTimeout
+    from gateway.cache.store import Store
+    from gateway.errors import StoreTimeout
 
     store = Store(sa.create_engine("sqlite://"))
     store._threads._max_workers = 1  # one thread: the second call queues behind the first
