@@ -29,7 +29,8 @@ import sqlalchemy as sa
 
 from benchmarks._report import pct, stamp, write_section
 from gateway.app import create_app
-from gateway.cache.store import NewEntry, Store, make_engine, run_migrations
+from gateway.cache.schema import NewEntry, make_engine, run_migrations
+from gateway.cache.store import Store
 from gateway.config import Settings
 from gateway.devtools.fake_upstream import create_fake_app
 from gateway.devtools.serverthread import ServerThread

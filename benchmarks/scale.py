@@ -28,7 +28,8 @@ from _report import stamp, write_section
 
 from gateway.cache import snapshot
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
-from gateway.cache.store import Store, entries, make_engine, run_migrations
+from gateway.cache.schema import entries, make_engine, run_migrations
+from gateway.cache.store import Store
 from gateway.resources import trim_heap
 
 DIM = 384

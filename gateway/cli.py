@@ -59,7 +59,7 @@ def serve(
             "SEMCACHE_INDEX_SNAPSHOT_DIR cannot be shared by several workers; unset it "
             "(or run one replica per snapshot directory)", param_hint="--workers")
     if settings.cache_enabled and settings.auto_migrate:
-        from gateway.cache.store import run_migrations
+        from gateway.cache.schema import run_migrations
 
         run_migrations(settings.database_url)  # once, before the workers start
     # the workers build their settings from the environment: pass the flags on through it
@@ -263,7 +263,7 @@ def migrate(
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the store")] = None,
 ) -> None:
     """Create or upgrade the store's schema (Alembic ``upgrade head``)."""
-    from gateway.cache.store import run_migrations
+    from gateway.cache.schema import run_migrations
 
     settings = _settings(database_url=database_url)
     run_migrations(settings.database_url)

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the config (``gateway.cache.store.run_migrations``
+"""Alembic environment: the URL comes from the config (``gateway.cache.schema.run_migrations``
 sets it), or from ``SEMCACHE_DATABASE_URL`` when alembic is run by hand."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 from alembic import context
 from sqlalchemy import engine_from_config, pool, text
 
-from gateway.cache.store import metadata
+from gateway.cache.schema import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or os.environ.get(

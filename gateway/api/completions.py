@@ -27,7 +27,7 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
     model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
     parsed = validate(model, data)
     if services.cache is not None:
-        return await services.cache.complete(endpoint, request.headers, raw, data, parsed,
+        return await services.cache.complete(request.headers, raw, parsed,
                                              query=request.url.query)
     services.metrics.requests.labels("-", "bypass").inc()
     services.metrics.bypasses.labels("cache_disabled").inc()

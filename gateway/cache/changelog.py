@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from gateway.cache.store import DELETE, PUT, Store
+from gateway.cache.schema import DELETE, PUT
+from gateway.cache.store import Store
 
 GAP_HORIZON_S = 60.0
 MAX_NEW_GAPS = 1000

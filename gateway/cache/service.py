@@ -17,8 +17,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import orjson
 from starlette.responses import Response
 
 from gateway.backend.forwarding import discard, forward_completion
@@ -31,38 +29,29 @@ from gateway.cache.changelog import ChangeFollower
 from gateway.cache.coalesce import Coalescer, Shared
 from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.indexes import Indexes
-from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of, normalise
-from gateway.cache.store import (
-    NewEntry,
-    Store,
-    StoredEntry,
-    make_engine,
-    run_migrations,
-)
-from gateway.cache.verifier.verify import verify
+from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
+from gateway.cache.lookup import Finder
+from gateway.cache.replies import Hit, completion_tokens, render_hit
+from gateway.cache.schema import NewEntry, StoredEntry, make_engine, run_migrations
+from gateway.cache.store import Store
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
 from gateway.errors import InvalidRequest, StoreError, UpstreamError
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, Endpoint
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
 from gateway.resources import categories_dir
-from gateway.streaming import fresh, replay
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Hit:
-    entry: StoredEntry
-    similarity: float
+class Outcome:
+    """What became of a request, for the metrics: hit, miss or bypass (and why), by category."""
 
-
-@dataclass
-class Lookup:
-    hit: Hit | None
-    nearest: float | None            # best similarity in scope, hit or not
-    rejected: dict[str, int]         # verifier's reasons for the candidates it refused
+    kind: str
+    category: str = "-"
+    bypass: str | None = None
 
 
 class CacheService:
@@ -87,6 +76,8 @@ class CacheService:
         self.breaker = StoreBreaker(settings.store_retry_s, metrics)
         self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
+        self.finder = Finder(settings, store, self.indexes, self.breaker, metrics, self.hits,
+                             batcher.embedder, self.load)
 
     def _load_changed(self, factor: float) -> None:
         self.metrics.backend_load.set(factor)
@@ -164,34 +155,31 @@ class CacheService:
 
     # --- the request path ---------------------------------------------------------------
     async def complete(
-        self, endpoint: Endpoint, headers: Mapping[str, str], raw: bytes, data: dict[str, Any],
+        self, headers: Mapping[str, str], raw: bytes,
         parsed: ChatCompletionRequest | CompletionRequest, *, query: str = "",
     ) -> Response:
         """``query``: the URL's query string (``?api-version=...``): forwarded, and in the
         scope."""
         start = time.perf_counter()
         try:
-            response = await self._complete(headers, raw, parsed, query)
+            response, outcome = await self._complete(headers, raw, parsed, query)
         except UpstreamError:
             self.metrics.requests.labels("-", "error").inc()
             self.metrics.request_duration.labels("-", "error").observe(
                 time.perf_counter() - start)
             raise
-        outcome = response.headers.get("x-semcache", "miss")
-        category = response.headers.get("x-semcache-category", "-")
-        if response.status_code >= 400:
-            outcome = "error"
-        if reason := response.headers.get("x-semcache-bypass"):
-            self.metrics.bypasses.labels(reason).inc()
-        self.metrics.requests.labels(category, outcome).inc()
-        self.metrics.request_duration.labels(category, outcome).observe(
+        kind = "error" if response.status_code >= 400 else outcome.kind
+        if outcome.bypass is not None:
+            self.metrics.bypasses.labels(outcome.bypass).inc()
+        self.metrics.requests.labels(outcome.category, kind).inc()
+        self.metrics.request_duration.labels(outcome.category, kind).observe(
             time.perf_counter() - start)
         return response
 
     async def _complete(
         self, headers: Mapping[str, str], raw: bytes,
         parsed: ChatCompletionRequest | CompletionRequest, query: str,
-    ) -> Response:
+    ) -> tuple[Response, Outcome]:
         namespace = namespace_of(
             headers, key_namespaces=self.settings.api_key_namespaces,
             anonymous=self.settings.default_namespace,
@@ -219,10 +207,10 @@ class CacheService:
 
         if key.bypass is not None or not self.warm.is_set() or not self.breaker.closed:
             reason = key.bypass or ("warming_up" if not self.warm.is_set() else "store_unavailable")
-            return await self._forward(key, raw, headers, parsed.stream, None, None,
-                                       {**out, "x-semcache-bypass": reason})
+            return await self._forward(key, raw, headers, parsed, Outcome("bypass", bypass=reason),
+                                       out)
         if cc.lookup and forced is None:
-            exact = await self._exact(key)
+            exact = await self.finder.exact(key, self.categories)
             if exact is not None:
                 category, hit = exact
                 return self._serve(key, category, hit, parsed,
@@ -232,8 +220,8 @@ class CacheService:
                 vec = await self.batcher.embed(key.embed_text)
         except Exception:
             log.exception("embedding failed; request bypasses the cache")
-            return await self._forward(key, raw, headers, parsed.stream, None, None,
-                                       {**out, "x-semcache-bypass": "embedding_failed"})
+            return await self._forward(key, raw, headers, parsed,
+                                       Outcome("bypass", bypass="embedding_failed"), out)
         with self.metrics.stage("classify"):
             ranked = (
                 [forced] if forced else
@@ -243,8 +231,8 @@ class CacheService:
         out["x-semcache-category"] = category.name
         plan = policy.plan(None, category, cc)
         if plan.bypass is not None:
-            return await self._forward(key, raw, headers, parsed.stream, None, None,
-                                       {**out, "x-semcache-bypass": plan.bypass})
+            return await self._forward(key, raw, headers, parsed,
+                                       Outcome("bypass", category.name, plan.bypass), out)
         hedge = lead = None
         coalescing = self.settings.coalesce and plan.store
         if category.hedge and plan.lookup and not (
@@ -257,7 +245,8 @@ class CacheService:
             if coalescing:
                 lead = self.coalescer.lead(key.request_hash)
         try:
-            hit = await self._search(key, category, ranked, vec, plan.lookup and whole)
+            hit = await self.finder.search(key, category, ranked, self.categories, vec) \
+                if plan.lookup and whole else None
         except BaseException:
             if lead is not None:
                 self.coalescer.finish(key.request_hash, lead, Shared())
@@ -271,179 +260,36 @@ class CacheService:
             return self._serve(key, category, hit, parsed, out)
         if hedge is not None:
             self.metrics.hedges.labels(category.name, "used").inc()
-        return await self._forward(key, raw, headers, parsed.stream,
-                                   category if plan.store else None, vec, out,
-                                   parsed if plan.lookup else None, hedge, lead)
-
-    async def _search(
-        self, key: RequestKey, category: Category, ranked: list[str], vec: Vectors, look: bool,
-    ) -> Hit | None:
-        """The best verified entry in the query's category and the near-tied ones, or None."""
-        if look:
-            nearest: float | None = None
-            for name in ranked:
-                neighbour = self.categories[name]
-                if not neighbour.cacheable:
-                    continue
-                found = await self._lookup(key, category, neighbour, vec)
-                for reason, n in found.rejected.items():
-                    self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
-                if found.hit is not None:
-                    return found.hit
-                if found.nearest is not None:
-                    nearest = max(nearest or -1.0, found.nearest)
-            if nearest is not None:
-                self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
-        return None
-
-    async def _exact(self, key: RequestKey) -> tuple[Category, Hit] | None:
-        """The exact-repeat fast path: no embedding, no search, one store read."""
-        entry_id = self.exact.get(key.exact_hash)
-        if entry_id is None:
-            return None
-        name = next((n for n, index in self.indexes.items() if entry_id in index), None)
-        if name is None or name not in self.categories or not self.categories[name].cacheable:
-            return None
-        category = self.categories[name]
-        try:
-            with self.metrics.stage("store_read"):
-                rows = await self.store.call(
-                    self.settings.store_lookup_timeout_s, self.store.get_many, [entry_id])
-        except StoreError as exc:
-            self.breaker.failed("read", exc)
-            return None
-        row, now = rows.get(entry_id), time.time()
-        if row is None:
-            self.indexes.drop(name, [entry_id])
-            return None
-        if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                or row.context_hash != key.context_hash \
-                or normalise(row.query_text) != normalise(key.text) \
-                or not key.fits(_token_bound(row)):
-            return None
-        self.hits.count(entry_id, now)
-        return category, Hit(row, 1.0)
-
-    async def _lookup(
-        self, key: RequestKey, category: Category, searched: Category, vec: Vectors
-    ) -> Lookup:
-        """Search ``searched``'s index for the query classified as ``category``: a candidate
-        must pass the stricter threshold and the verification of both."""
-        now = time.time()
-        index = self.indexes[searched.name]
-        load = self.load.factor
-        threshold = policy.match_threshold(category, searched, load)
-        slots = policy.verification_slots(category, searched)
-        # one thread hop for both: a hop costs about as much CPU as the search itself; within
-        # the lookup's deadline, or the request passes through
-        try:
-            nearest, candidates, rows, partial = await self.store.call(
-                self.settings.store_lookup_timeout_s, self._search_and_read, index, vec,
-                threshold, key, now)
-        except StoreError as exc:
-            self.breaker.failed("read", exc)
-            return Lookup(None, None, {})
-        if not candidates:
-            return Lookup(None, nearest, {})
-        if rows is None:
-            self.breaker.failed("read")
-            return Lookup(None, nearest, {})
-        rejected: dict[str, int] = {}
-        for entry_id, sim in candidates:
-            row = rows.get(entry_id)
-            if row is None:  # deleted behind our back (another replica, an operator)
-                self.indexes.drop(searched.name, [entry_id])
-                continue
-            if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                    or row.context_hash != key.context_hash or entry_id in partial \
-                    or not key.fits(_token_bound(row)):
-                continue
-            # The index only proposes: the row's own vector must be as near as its label was
-            # (a label that came to stand for another row can never serve that row's answer).
-            own = _similarity(row, vec)
-            if row.category != searched.name or own < threshold:
-                log.error("index label %d of %r does not match its stored row (similarity "
-                          "%.4f, listed %.4f); dropped", entry_id, searched.name, own, sim)
-                self.indexes.drop(searched.name, [entry_id])
-                continue
-            sim = own
-            if slots is not None:
-                with self.metrics.stage("verify"):
-                    verdict = verify(key.text, row.query_text, slots)
-                if not verdict.ok:
-                    reason = verdict.reason or "unknown"
-                    rejected[reason] = rejected.get(reason, 0) + 1
-                    continue
-            self.hits.count(entry_id, now)
-            return Lookup(Hit(row, sim), nearest, rejected)
-        return Lookup(None, nearest, rejected)
-
-    def _search_and_read(
-        self, index: CategoryIndex, vec: Vectors, threshold: float, key: RequestKey, now: float,
-    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None, set[int]]:
-        """Blocking: the nearest similarity, the candidates over ``threshold``, their rows
-        (None when the store failed), and those of the rows whose query the embedder did not
-        see whole (they serve exact repeats only)."""
-        with self.metrics.stage("search"):
-            near = index.search(vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
-                                context_hash=key.context_hash, now=now)
-        nearest = near[0][1] if near else None
-        candidates = [(i, s) for i, s in near if s >= threshold]
-        if not candidates:
-            return nearest, candidates, {}, set()
-        with self.metrics.stage("store_read"):
-            rows = self.store.get_many_or_none([i for i, _ in candidates])
-        if rows is None:
-            return nearest, candidates, None, set()
-        embedder, max_chars = self.batcher.embedder, self.settings.max_query_chars
-        partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
-                   or unseen(embedder, row.query_text) is not None}
-        return nearest, candidates, rows, partial
+        return await self._forward(key, raw, headers, parsed, Outcome("miss", category.name), out,
+                                   store_in=category if plan.store else None, vec=vec,
+                                   coalesce=plan.lookup, opened=hedge, lead=lead)
 
     def _serve(
         self, key: RequestKey, category: Category, hit: Hit,
         parsed: ChatCompletionRequest | CompletionRequest, out: dict[str, str],
-    ) -> Response:
+    ) -> tuple[Response, Outcome]:
         self.metrics.hit_similarity.labels(category.name).observe(hit.similarity)
         self.metrics.upstream_calls_avoided.labels(category.name).inc()
-        self.metrics.tokens_saved.labels(category.name).inc(_completion_tokens(hit.entry))
-        body = fresh(key.endpoint, hit.entry.response)
-        body["usage"], estimated = _hit_usage(hit.entry, key)
-        headers = {
-            **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
-            "age": str(max(0, int(time.time() - hit.entry.created_at))),
-        }
-        if estimated:
-            headers["x-semcache-usage"] = "estimated"
-        if hit.entry.id:  # a coalesced answer has no row of its own
-            headers["x-semcache-entry"] = str(hit.entry.id)
-        if parsed.stream:
-            # the whole answer is at hand: all events in one body (still a valid event stream),
-            # instead of one thread hop per chunk
-            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return Response(
-                b"".join(replay(key.endpoint, body, include_usage=include_usage)),
-                media_type="text/event-stream", headers=headers,
-            )
-        return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+        self.metrics.tokens_saved.labels(category.name).inc(completion_tokens(hit.entry))
+        include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+        return (render_hit(key, hit, out, stream=parsed.stream, include_usage=include_usage),
+                Outcome("hit", category.name))
 
     async def _forward(
-        self, key: RequestKey, raw: bytes, headers: Mapping[str, str], stream: bool,
-        store_in: Category | None, vec: Vectors | None, out: dict[str, str],
-        parsed: ChatCompletionRequest | CompletionRequest | None = None,
-        opened: asyncio.Task[Any] | None = None,
+        self, key: RequestKey, raw: bytes, headers: Mapping[str, str],
+        parsed: ChatCompletionRequest | CompletionRequest, outcome: Outcome,
+        out: dict[str, str], *, store_in: Category | None = None, vec: Vectors | None = None,
+        coalesce: bool = False, opened: asyncio.Task[Any] | None = None,
         lead: asyncio.Future[Shared] | None = None,
-    ) -> Response:
-        """Forward upstream; a cacheable miss is coalesced with identical ones in flight
-        (``parsed`` given). ``opened``: a hedged call already under way, and ``lead``: the
-        coalescing future it already leads."""
-        outcome = "bypass" if "x-semcache-bypass" in out else "miss"
-        coalesce = store_in is not None and parsed is not None and self.settings.coalesce
+    ) -> tuple[Response, Outcome]:
+        """Forward upstream; an answer to store (``store_in``) may be shared with identical
+        requests in flight (``coalesce``). ``opened``: a hedged call already under way, and
+        ``lead``: the coalescing future it already leads."""
+        coalesce = store_in is not None and coalesce and self.settings.coalesce
         ckey = key.request_hash
         if lead is None and coalesce and (leading := self.coalescer.in_flight(ckey)) is not None:
             shared = await self.coalescer.follow(leading)
-            if shared is not None and shared.response is not None and parsed is not None \
-                    and store_in is not None:
+            if shared is not None and shared.response is not None and store_in is not None:
                 self.metrics.coalesced.labels(store_in.name).inc()
                 usage = shared.response.get("usage") or {}
                 hit = Hit(StoredEntry(
@@ -468,17 +314,20 @@ class CacheService:
             if lead is not None:
                 self.coalescer.finish(ckey, lead, Shared())
 
+        extra = {**out, "x-semcache": outcome.kind}
+        if outcome.bypass is not None:
+            extra["x-semcache-bypass"] = outcome.bypass
         try:
-            return await forward_completion(
-                self.upstream, key.endpoint, headers, raw, stream=stream,
+            response = await forward_completion(
+                self.upstream, key.endpoint, headers, raw, stream=parsed.stream,
                 on_complete=on_complete if store_in is not None else None,
-                extra_headers={**out, "x-semcache": outcome}, on_end=on_end, opened=opened,
-                query=key.query,
+                extra_headers=extra, on_end=on_end, opened=opened, query=key.query,
             )
         except BaseException:  # every exit path releases the followers, whatever went wrong
             if lead is not None:
                 self.coalescer.finish(ckey, lead, Shared())
             raise
+        return response, outcome
 
     async def _store(
         self, key: RequestKey, category: Category, vec: Vectors, response: dict[str, Any]
@@ -539,52 +388,3 @@ def _model_column(model: str) -> str:
     return "sha256:" + hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _similarity(row: StoredEntry, vec: Vectors) -> float:
-    if row.embedding is None or row.embedding.size != vec.size:
-        return -1.0
-    return float(np.dot(row.embedding, vec.reshape(-1)))
-
-
-def _token_bound(entry: StoredEntry) -> int | None:
-    """The answer's completion tokens, or where the upstream gave no count (a stream stored
-    without ``include_usage``; llama.cpp sends none) a bound: the limit it was made under, or
-    its UTF-8 bytes, which no tokenizer exceeds (a byte-level BPE or SentencePiece token covers
-    at least one byte)."""
-    if entry.completion_tokens is not None:
-        return entry.completion_tokens
-    bounds = [entry.completion_tokens_max] if entry.completion_tokens_max is not None else []
-    if isinstance(entry.response.get("choices"), list):
-        bounds.append(sum(len(text.encode()) for text in _answer_texts(entry)))
-    return min(bounds) if bounds else None
-
-
-def _answer_texts(entry: StoredEntry) -> list[str]:
-    """The text of each choice of a stored answer (chat message content or completion text)."""
-    return [(ch.get("message") or {}).get("content") or ch.get("text") or ""
-            for ch in entry.response.get("choices", [])]
-
-
-def _hit_usage(entry: StoredEntry, key: RequestKey) -> tuple[dict[str, Any], bool]:
-    """A hit's ``usage``, in the shape OpenAI clients read, and whether it is estimated: the
-    stored answer's own counts (about four characters a token where the upstream gave none:
-    ``X-Semcache-Usage: estimated``), every prompt token reported as cached
-    (``prompt_tokens_details.cached_tokens``): nothing was computed for this one."""
-    stored = entry.response.get("usage") or {}
-    completion, prompt = stored.get("completion_tokens"), stored.get("prompt_tokens")
-    estimated = not isinstance(completion, int) or not isinstance(prompt, int)
-    if not isinstance(completion, int):
-        completion = _completion_tokens(entry)
-    if not isinstance(prompt, int):
-        prompt = max(1, len(key.text) // 4)
-    usage = {**stored, "prompt_tokens": prompt, "completion_tokens": completion,
-             "total_tokens": prompt + completion,
-             "prompt_tokens_details": {**(stored.get("prompt_tokens_details") or {}),
-                                       "cached_tokens": prompt}}
-    return usage, estimated
-
-
-def _completion_tokens(entry: StoredEntry) -> int:
-    """Tokens the hit saved: the stored usage, else about four characters per token."""
-    if entry.completion_tokens is not None:
-        return entry.completion_tokens
-    return max(1, sum(len(text) for text in _answer_texts(entry)) // 4)

@@ -123,7 +123,7 @@ def run_machine(database_url: str, tmp_path: Path, embedder: Any) -> None:
 
         @initialize()
         def empty_store(self) -> None:
-            from gateway.cache.store import run_migrations
+            from gateway.cache.schema import run_migrations
 
             run_migrations(database_url)
             with self.engine.begin() as conn:
@@ -221,7 +221,8 @@ def test_no_operation_sequence_serves_another_requests_answer(
 
 def test_store_never_hands_out_an_id_twice(database_url: str) -> None:
     """SQLite's plain INTEGER PRIMARY KEY reused the highest deleted id (issue 16, item 1)."""
-    from gateway.cache.store import NewEntry, Store, make_engine, run_migrations
+    from gateway.cache.schema import NewEntry, make_engine, run_migrations
+    from gateway.cache.store import Store
 
     run_migrations(database_url)
     store = Store(make_engine(database_url))

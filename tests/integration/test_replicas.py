@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from gateway.cache.changelog import ChangeFollower
-from gateway.cache.store import NewEntry, Store, changes, make_engine, run_migrations
+from gateway.cache.schema import NewEntry, changes, make_engine, run_migrations
+from gateway.cache.store import Store
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
 from tests.conftest import GatewayFactory, _pg_schema_url, wait_ready

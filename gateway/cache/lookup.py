@@ -1,0 +1,184 @@
+"""Search and verify: from a query's vector to the stored entry that may answer it, or None.
+
+The index only proposes candidates; each must then be read back from the store, be alive, in the
+request's scope and context, within its token limit, as near by its *own* stored vector as the
+index said (a label that came to stand for another row never serves that row's answer), and pass
+the verifier of both categories. The exact-repeat path needs none of the embedding: one digest,
+one store read, the same checks on the row.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from gateway.backend.load import LoadMonitor
+from gateway.cache import policy
+from gateway.cache.breaker import StoreBreaker
+from gateway.cache.index import CategoryIndex
+from gateway.cache.indexes import Indexes
+from gateway.cache.keys import RequestKey, normalise
+from gateway.cache.replies import Hit, token_bound
+from gateway.cache.schema import StoredEntry
+from gateway.cache.store import Store
+from gateway.cache.upkeep import HitCounter
+from gateway.cache.verifier.verify import verify
+from gateway.categories import Category
+from gateway.config import Settings
+from gateway.embedding import Embedder, Vectors, unseen
+from gateway.errors import StoreError
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lookup:
+    hit: Hit | None
+    nearest: float | None            # best similarity in scope, hit or not
+    rejected: dict[str, int]         # verifier's reasons for the candidates it refused
+
+
+class Finder:
+    def __init__(
+        self, settings: Settings, store: Store, indexes: Indexes, breaker: StoreBreaker,
+        metrics: Metrics, hits: HitCounter, embedder: Embedder, load: LoadMonitor,
+    ):
+        self.settings, self.store, self.indexes, self.breaker = settings, store, indexes, breaker
+        self.metrics, self.hits, self.embedder, self.load = metrics, hits, embedder, load
+
+    async def search(
+        self, key: RequestKey, category: Category, ranked: list[str],
+        categories: dict[str, Category], vec: Vectors,
+    ) -> Hit | None:
+        """The best verified entry in the query's category and the near-tied ones, or None."""
+        nearest: float | None = None
+        for name in ranked:
+            neighbour = categories[name]
+            if not neighbour.cacheable:
+                continue
+            found = await self._lookup(key, category, neighbour, vec)
+            for reason, n in found.rejected.items():
+                self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
+            if found.hit is not None:
+                return found.hit
+            if found.nearest is not None:
+                nearest = max(nearest or -1.0, found.nearest)
+        if nearest is not None:
+            self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
+        return None
+
+    async def exact(
+        self, key: RequestKey, categories: dict[str, Category],
+    ) -> tuple[Category, Hit] | None:
+        """The exact-repeat fast path: no embedding, no search, one store read."""
+        entry_id = self.indexes.exact.get(key.exact_hash)
+        if entry_id is None:
+            return None
+        name = next((n for n, index in self.indexes.items() if entry_id in index), None)
+        if name is None or name not in categories or not categories[name].cacheable:
+            return None
+        category = categories[name]
+        try:
+            with self.metrics.stage("store_read"):
+                rows = await self.store.call(
+                    self.settings.store_lookup_timeout_s, self.store.get_many, [entry_id])
+        except StoreError as exc:
+            self.breaker.failed("read", exc)
+            return None
+        row, now = rows.get(entry_id), time.time()
+        if row is None:
+            self.indexes.drop(name, [entry_id])
+            return None
+        if row.expires_at <= now or row.scope_hash != key.scope_hash \
+                or row.context_hash != key.context_hash \
+                or normalise(row.query_text) != normalise(key.text) \
+                or not key.fits(token_bound(row)):
+            return None
+        self.hits.count(entry_id, now)
+        return category, Hit(row, 1.0)
+
+    async def _lookup(
+        self, key: RequestKey, category: Category, searched: Category, vec: Vectors
+    ) -> Lookup:
+        """Search ``searched``'s index for the query classified as ``category``: a candidate
+        must pass the stricter threshold and the verification of both."""
+        now = time.time()
+        index = self.indexes[searched.name]
+        load = self.load.factor
+        threshold = policy.match_threshold(category, searched, load)
+        slots = policy.verification_slots(category, searched)
+        # one thread hop for both: a hop costs about as much CPU as the search itself; within
+        # the lookup's deadline, or the request passes through
+        try:
+            nearest, candidates, rows, partial = await self.store.call(
+                self.settings.store_lookup_timeout_s, self._search_and_read, index, vec,
+                threshold, key, now)
+        except StoreError as exc:
+            self.breaker.failed("read", exc)
+            return Lookup(None, None, {})
+        if not candidates:
+            return Lookup(None, nearest, {})
+        if rows is None:
+            self.breaker.failed("read")
+            return Lookup(None, nearest, {})
+        rejected: dict[str, int] = {}
+        for entry_id, sim in candidates:
+            row = rows.get(entry_id)
+            if row is None:  # deleted behind our back (another replica, an operator)
+                self.indexes.drop(searched.name, [entry_id])
+                continue
+            if row.expires_at <= now or row.scope_hash != key.scope_hash \
+                    or row.context_hash != key.context_hash or entry_id in partial \
+                    or not key.fits(token_bound(row)):
+                continue
+            # The index only proposes: the row's own vector must be as near as its label was
+            # (a label that came to stand for another row can never serve that row's answer).
+            own = _similarity(row, vec)
+            if row.category != searched.name or own < threshold:
+                log.error("index label %d of %r does not match its stored row (similarity "
+                          "%.4f, listed %.4f); dropped", entry_id, searched.name, own, sim)
+                self.indexes.drop(searched.name, [entry_id])
+                continue
+            sim = own
+            if slots is not None:
+                with self.metrics.stage("verify"):
+                    verdict = verify(key.text, row.query_text, slots)
+                if not verdict.ok:
+                    reason = verdict.reason or "unknown"
+                    rejected[reason] = rejected.get(reason, 0) + 1
+                    continue
+            self.hits.count(entry_id, now)
+            return Lookup(Hit(row, sim), nearest, rejected)
+        return Lookup(None, nearest, rejected)
+
+    def _search_and_read(
+        self, index: CategoryIndex, vec: Vectors, threshold: float, key: RequestKey, now: float,
+    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None, set[int]]:
+        """Blocking: the nearest similarity, the candidates over ``threshold``, their rows
+        (None when the store failed), and those of the rows whose query the embedder did not
+        see whole (they serve exact repeats only)."""
+        with self.metrics.stage("search"):
+            near = index.search(vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
+                                context_hash=key.context_hash, now=now)
+        nearest = near[0][1] if near else None
+        candidates = [(i, s) for i, s in near if s >= threshold]
+        if not candidates:
+            return nearest, candidates, {}, set()
+        with self.metrics.stage("store_read"):
+            rows = self.store.get_many_or_none([i for i, _ in candidates])
+        if rows is None:
+            return nearest, candidates, None, set()
+        embedder, max_chars = self.embedder, self.settings.max_query_chars
+        partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
+                   or unseen(embedder, row.query_text) is not None}
+        return nearest, candidates, rows, partial
+
+
+def _similarity(row: StoredEntry, vec: Vectors) -> float:
+    if row.embedding is None or row.embedding.size != vec.size:
+        return -1.0
+    return float(np.dot(row.embedding, vec.reshape(-1)))

@@ -1,0 +1,87 @@
+"""A hit as the answer the client asked for: a fresh id and time, the stored answer's usage (every
+prompt token reported cached), JSON or the event stream the official clients parse; and the
+token counts a stored answer is judged and credited by."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from gateway.cache.keys import RequestKey
+from gateway.cache.schema import StoredEntry
+from gateway.streaming import fresh, replay
+
+
+@dataclass(frozen=True)
+class Hit:
+    entry: StoredEntry
+    similarity: float
+
+
+def render_hit(key: RequestKey, hit: Hit, out: dict[str, str], *, stream: bool,
+               include_usage: bool) -> Response:
+    body = fresh(key.endpoint, hit.entry.response)
+    body["usage"], estimated = hit_usage(hit.entry, key)
+    headers = {
+        **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
+        "age": str(max(0, int(time.time() - hit.entry.created_at))),
+    }
+    if estimated:
+        headers["x-semcache-usage"] = "estimated"
+    if hit.entry.id:  # a coalesced answer has no row of its own
+        headers["x-semcache-entry"] = str(hit.entry.id)
+    if stream:
+        # the whole answer is at hand: all events in one body (still a valid event stream),
+        # instead of one thread hop per chunk
+        return Response(b"".join(replay(key.endpoint, body, include_usage=include_usage)),
+                        media_type="text/event-stream", headers=headers)
+    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+
+
+def token_bound(entry: StoredEntry) -> int | None:
+    """The answer's completion tokens, or where the upstream gave no count (a stream stored
+    without ``include_usage``; llama.cpp sends none) a bound: the limit it was made under, or
+    its UTF-8 bytes, which no tokenizer exceeds (a byte-level BPE or SentencePiece token covers
+    at least one byte)."""
+    if entry.completion_tokens is not None:
+        return entry.completion_tokens
+    bounds = [entry.completion_tokens_max] if entry.completion_tokens_max is not None else []
+    if isinstance(entry.response.get("choices"), list):
+        bounds.append(sum(len(text.encode()) for text in answer_texts(entry)))
+    return min(bounds) if bounds else None
+
+
+def answer_texts(entry: StoredEntry) -> list[str]:
+    """The text of each choice of a stored answer (chat message content or completion text)."""
+    return [(ch.get("message") or {}).get("content") or ch.get("text") or ""
+            for ch in entry.response.get("choices", [])]
+
+
+def hit_usage(entry: StoredEntry, key: RequestKey) -> tuple[dict[str, Any], bool]:
+    """A hit's ``usage``, in the shape OpenAI clients read, and whether it is estimated: the
+    stored answer's own counts (about four characters a token where the upstream gave none:
+    ``X-Semcache-Usage: estimated``), every prompt token reported as cached
+    (``prompt_tokens_details.cached_tokens``): nothing was computed for this one."""
+    stored = entry.response.get("usage") or {}
+    completion, prompt = stored.get("completion_tokens"), stored.get("prompt_tokens")
+    estimated = not isinstance(completion, int) or not isinstance(prompt, int)
+    if not isinstance(completion, int):
+        completion = completion_tokens(entry)
+    if not isinstance(prompt, int):
+        prompt = max(1, len(key.text) // 4)
+    usage = {**stored, "prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion,
+             "prompt_tokens_details": {**(stored.get("prompt_tokens_details") or {}),
+                                       "cached_tokens": prompt}}
+    return usage, estimated
+
+
+def completion_tokens(entry: StoredEntry) -> int:
+    """Tokens the hit saved: the stored usage, else about four characters per token."""
+    if entry.completion_tokens is not None:
+        return entry.completion_tokens
+    return max(1, sum(len(text) for text in answer_texts(entry)) // 4)
