@@ -117,3 +117,29 @@ def test_math_questions_about_another_shape_differ() -> None:
 def test_a_unit_named_for_a_measure_still_counts() -> None:
     assert verify("How many feet are in a mile?", "How many meters are in a mile?").reason \
         == "numbers"
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    # contractions arrive from the tokenizer as "doesn", "t": they negate all the same
+    ("Why doesn't my code compile?", "Why does my code compile?"),
+    ("I can't log in to Gmail", "I can log in to Gmail"),
+    ("Why isn’t the build passing?", "Why is the build passing?"),  # a typographic apostrophe
+    ("Is there no water on the Moon?", "Is there water on the Moon?"),
+    ("Why is there no Python support on my Mac?", "Why is there Python support on my Mac?"),
+])
+def test_negation_in_any_spelling_is_a_difference(a: str, b: str) -> None:
+    assert verify(a, b, ["negation"]) == Verdict(False, "negation")
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    # a question tag changes nothing
+    ("Is Pakistan more beautiful than India?", "Is Pakistan more beautiful than India or not?"),
+    ("Tell me if it rains tomorrow", "Tell me whether or not it rains tomorrow"),
+    # "no" as a speaker correcting themselves (Disfl-QA's style, and how people type)
+    ("What is the capital of Poland?", "What is the capital of Germany no sorry of Poland?"),
+    ("Who founded Warsaw?", "Who founded Krakow, no, Warsaw?"),
+    ("What profession does Zbigniew Marek have?",
+     "What profession does Irena Bajerska no Zbigniew Marek have?"),
+])
+def test_a_question_tag_or_a_self_correction_is_not_a_negation(a: str, b: str) -> None:
+    assert verify(a, b, ["negation"]).ok

@@ -191,6 +191,10 @@ DIRECTION = frozenset("to into from than over vs versus onto toward towards per"
 TOPIC = frozenset("about on regarding".split())
 NEGATION = frozenset("not no never without neither nor cannot can't don't doesn't isn't "
                       "aren't won't shouldn't wouldn't didn't except".split())
+# "no" as a speaker's self-correction, not a negation: the words that follow or precede it
+REPAIR_AFTER = frozenset("no make sorry i um uh er wait rather actually scratch oh wow let tell "
+                         "change the a an what who whom whose when where why how which".split())
+REPAIR_BEFORE = frozenset("or oh um uh er wait no sorry".split())
 # Operators, from symbols and words, so "3x + 7 = 11" and "3x plus 7 equals 11" agree.
 OPS = {"+": "+", "plus": "+", "add": "+", "-": "-", "minus": "-", "subtract": "-",
         "*": "*", "×": "*", "times": "*", "multiply": "*", "multiplied": "*", "/": "/", "÷": "/",

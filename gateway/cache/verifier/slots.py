@@ -96,6 +96,26 @@ _AMBIGUOUS_TECH = frozenset(
 )
 
 
+_NEXT_WORD = re.compile(r"\s*(,?)\s*([A-Za-z']*)")
+
+
+def _negates(low: str, before: str, rest: str) -> bool:
+    """A negation word that negates. Not: the question tag "or not" ("whether or not", "... or
+    not?"), and "no" as an interjection — a speaker correcting themselves ("no sorry", "no, make
+    that", "oh no", "Irena Bajerska no Zbigniew Marek"): followed by a comma, a word of repair, a
+    question word or an article, or following one of repair, or between two names."""
+    if low == "not" and before.lower() == "or":
+        return False
+    if low == "no":
+        m = _NEXT_WORD.match(rest)
+        comma, nxt = (m.group(1), m.group(2)) if m else ("", "")
+        if comma or nxt.lower() in lx.REPAIR_AFTER or before.lower() in lx.REPAIR_BEFORE:
+            return False
+        if before[:1].isupper() and nxt[:1].isupper():
+            return False
+    return True
+
+
 @lru_cache(maxsize=4096)  # hot stored queries are re-verified often; bounded memory
 def extract(text: str) -> Slots:
     numbers: set[str] = set()
@@ -113,6 +133,8 @@ def extract(text: str) -> Slots:
     words: list[str] = []
     sentence_start = True
     prev_kind, prev_word = "", ""
+    last_word = ""  # the word before this one, whatever it was
+    contraction = False  # the "t" of "n't" comes next
     for kind, tok, end in _tokens(text):
         if kind == "quoted":
             quoted.add(tok[1:-1].strip().lower())
@@ -146,13 +168,21 @@ def extract(text: str) -> Slots:
             continue
         word = tok.rstrip(".")
         low = word.lower()
+        if contraction and low == "t":  # "doesn't" arrives as "doesn", "t"
+            contraction = False
+            continue
+        contraction = low.endswith("n") and text[end:end + 2] in ("'t", "’t")
+        if contraction:
+            low = low + "'t"
+        before, last_word = last_word, word
         words.append(low)
         at_start = sentence_start
         sentence_start = tok.endswith(".") and not _is_identifier(tok)
         after_number = prev_kind == "number"
         prev_kind = "word"
         if low in lx.NEGATION or low.endswith("n't"):
-            negation = True
+            negation = negation or _negates(low, before, text[end:])
+            sentence_start = False
             continue
         if low in lx.OPS and not (low in ("add", "equal") and not numbers):
             ops.add(lx.OPS[low])
