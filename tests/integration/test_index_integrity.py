@@ -152,7 +152,7 @@ def run_machine(database_url: str, tmp_path: Path, embedder: Any) -> None:
             headers = Headers({"content-type": "application/json",
                                "authorization": f"Bearer {key}"})
             response = self.run(self.svc(replica).complete(
-                "chat", headers, raw, data, ChatCompletionRequest.model_validate(data)))
+                headers, raw, ChatCompletionRequest.model_validate(data)))
             assert response.status_code == 200
             served = orjson.loads(response.body)["choices"][0]["message"]["content"]
             assert served == answer(model, question, key), (
@@ -259,7 +259,7 @@ def test_a_label_that_stands_for_another_row_never_serves_it(
 
             async def ask(q: str) -> tuple[str, str]:
                 data = {"model": "m", "messages": [{"role": "user", "content": q}]}
-                r = await svc.complete("chat", Headers({}), orjson.dumps(data), data,
+                r = await svc.complete(Headers({}), orjson.dumps(data),
                                        ChatCompletionRequest.model_validate(data))
                 return (orjson.loads(r.body)["choices"][0]["message"]["content"],
                         r.headers["x-semcache"])
