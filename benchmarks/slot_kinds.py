@@ -82,7 +82,6 @@ def main() -> None:
         "precision a similarity threshold alone reaches at the recall it leaves (negative: "
         "raising the threshold does better). `shipped` is every category's own kinds.", "",
     ]
-    summary: dict[str, dict[str, float]] = {}
     for title, pairs in sets.items():
         embedded = embed_pairs(pairs, embedder)
         base = evaluate(pairs, embedder, with_slots(shipped, None), classifier,
@@ -102,8 +101,6 @@ def main() -> None:
             wrong_prev = b.wrong_hits - v.wrong_hits
             gap = (v.precision - r.overall_frontier_precision
                    if r.overall_frontier_precision is not None else float("nan"))
-            summary.setdefault(kind, {}).setdefault("gap", 0.0)
-            summary[kind]["gap"] += gap if gap == gap else 0.0
             lines.append(f"| {kind} | {v.precision:.3f} | {v.recall:.3f} | {true_rej} | "
                          f"{wrong_prev} | {gap:+.3f} |")
             print(f"{title:40} {kind:12} P {v.precision:.3f} R {v.recall:.3f} true_rej {true_rej:5} "

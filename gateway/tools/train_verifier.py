@@ -27,16 +27,14 @@ import numpy as np
 import torch
 
 from gateway.cache.verifier.model import PairScorer, add_lora, export_adapter, load_base
+from gateway.tools.curves import auc, precision_at
+from gateway.tools.verifier_data import read
 
 GATE = 0.5
 RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
 DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
                             "residual": 1, "train_gate": 0.0, "full": 0, "extra": ""}
-
-
-def read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -150,26 +148,6 @@ def probability(cal: dict[str, float], logit: np.ndarray, cos: np.ndarray) -> np
     z = cal["w_logit"] * logit + cal["w_cos"] * cos + cal["bias"]
     p = 1.0 / (1.0 + np.exp(-z))
     return np.where(cos >= cal["gate"], p, 0.0)
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    pos, neg = score[label], score[~label]
-    if not len(pos) or not len(neg):
-        return float("nan")
-    ranks = np.argsort(np.argsort(np.concatenate([pos, neg]))) + 1
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def precision_at(score: np.ndarray, label: np.ndarray, recall: float) -> float | None:
-    """The best precision any threshold on ``score`` reaches with at least ``recall``."""
-    pos = int(label.sum())
-    if not pos:
-        return None
-    order = np.argsort(-score, kind="stable")
-    tp = np.cumsum(label[order])
-    prec = tp / np.arange(1, len(order) + 1)
-    ok = tp >= recall * pos
-    return round(float(prec[ok].max()), 4) if ok.any() else None
 
 
 def describe(score: np.ndarray, label: np.ndarray) -> dict[str, Any]:

@@ -118,11 +118,6 @@ def export_adapter(model: PairScorer, names: list[str], meta: dict[str, Any], pa
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
 
 
-def read_meta(path: Path) -> dict[str, Any]:
-    with np.load(path) as z:
-        return dict(json.loads(str(z["meta"])))
-
-
 def apply_adapter(path: Path, model_path: str | None = None) -> tuple[PairScorer, Any, dict[str, Any]]:
     """The base encoder with the adapter's updates merged into its weights (plain linears)."""
     encoder, tokenizer = load_base(model_path)

@@ -170,6 +170,7 @@ def extract(text: str) -> Slots:
         low = word.lower()
         if contraction and low == "t":  # "doesn't" arrives as "doesn", "t"
             contraction = False
+            sentence_start = tok.endswith(".")
             continue
         contraction = low.endswith("n") and text[end:end + 2] in ("'t", "’t")
         if contraction:
@@ -182,7 +183,6 @@ def extract(text: str) -> Slots:
         prev_kind = "word"
         if low in lx.NEGATION or low.endswith("n't"):
             negation = negation or _negates(low, before, text[end:])
-            sentence_start = False
             continue
         if low in lx.OPS and not (low in ("add", "equal") and not numbers):
             ops.add(lx.OPS[low])
