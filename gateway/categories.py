@@ -37,6 +37,11 @@ class Verification(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
     slots: list[SlotKind] = Field(default_factory=lambda: list(ALL_SLOTS))
+    # The calibrated verifier (gateway/cache/verifier/calibrated.py) instead of the rules'
+    # vetoes: serve a candidate when P(right) >= 1 - max_wrong_rate, or >= min_probability, the
+    # operating point `semcache tune --max-wrong-rate` measured on labelled pairs (it wins).
+    max_wrong_rate: float | None = Field(None, gt=0.0, lt=1.0)
+    min_probability: float | None = Field(None, ge=0.0, le=1.0)
 
 
 class Adaptive(BaseModel):

@@ -134,8 +134,11 @@ def _evaluate(pairs: str, overlay: str | None):  # type: ignore[no-untyped-def]
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]
 
+        from gateway.cache.verifier.calibrated import CALIBRATION, load_calibrator
+
         return evaluate(data, embedder, cats, classifier, progress=progress,
-                        margin=settings.classify_margin)
+                        margin=settings.classify_margin,
+                        calibrator=load_calibrator(settings.verifier_calibration or CALIBRATION))
 
 
 def _print_report(report) -> None:  # type: ignore[no-untyped-def]
@@ -194,28 +197,50 @@ def eval_(
 def tune(
     pairs: Annotated[str, typer.Argument(help="JSONL of {a, b, same, category?}")],
     target_precision: Annotated[float, typer.Option(min=0.5, max=1.0)] = 0.95,
+    max_wrong_rate: Annotated[float | None, typer.Option(
+        min=0.0001, max=0.5, help="Move categories to the calibrated verifier: the operating "
+        "point whose wrong-hit rate is at most this with 95% confidence")] = None,
     out: Annotated[str, typer.Option(help="Overlay file to write")] = "categories-overlay.yaml",
     overlay: Annotated[str | None, typer.Option(help="Overlay to start from")] = None,
 ) -> None:
-    """Per-category thresholds reaching the target precision with the most recall -> overlay."""
+    """Per-category thresholds reaching the target precision with the most recall -> overlay;
+    with --max-wrong-rate, per-category operating points of the calibrated verifier instead."""
     from pathlib import Path
 
-    from gateway.tools.tuning import choose_thresholds, write_overlay
-
-    report = _evaluate(pairs, overlay)
-    choices = choose_thresholds(report, target_precision)
-    typer.echo(f"{'category':14}{'before':>8}{'after':>8}{'P':>8}{'R':>8}")
-    for c in choices:
-        flag = "" if c.reached else f"  (target {target_precision} not reached: strictest kept)"
-        typer.echo(f"{c.category:14}{c.before:>8.2f}{c.after:>8.2f}{c.precision:>8.3f}"
-                   f"{c.recall:>8.3f}{flag}")
     from gateway.categories import load_categories
     from gateway.resources import categories_dir
+    from gateway.tools.tuning import (
+        choose_operating_points,
+        choose_thresholds,
+        write_operating_points,
+        write_overlay,
+    )
 
+    report = _evaluate(pairs, overlay)
     settings = _settings()
     cats = load_categories(settings.categories_dir or categories_dir(),
                            Path(overlay) if overlay else None)
-    write_overlay(choices, Path(out), cats, Path(overlay) if overlay else None)
+    if max_wrong_rate is not None:
+        points = choose_operating_points(report, max_wrong_rate)
+        typer.echo(f"{'category':14}{'min P':>9}{'served':>8}{'wrong':>7}{'bound':>8}{'R':>8}")
+        for pt in points:
+            if pt.min_probability is None:
+                why = (f"too few pairs: {pt.needed} served pairs with no wrong hit would be "
+                       "needed" if pt.needed else "no cut-off reaches the rate")
+                typer.echo(f"{pt.category:14}{'-':>9}  ({why}; setting kept)")
+                continue
+            typer.echo(f"{pt.category:14}{pt.min_probability:>9.4f}{pt.served:>8}{pt.wrong:>7}"
+                       f"{pt.wrong_upper:>8.4f}{pt.recall:>8.3f}")
+        write_operating_points(points, max_wrong_rate, Path(out), cats,
+                               Path(overlay) if overlay else None)
+    else:
+        choices = choose_thresholds(report, target_precision)
+        typer.echo(f"{'category':14}{'before':>8}{'after':>8}{'P':>8}{'R':>8}")
+        for c in choices:
+            flag = "" if c.reached else f"  (target {target_precision} not reached: strictest kept)"
+            typer.echo(f"{c.category:14}{c.before:>8.2f}{c.after:>8.2f}{c.precision:>8.3f}"
+                       f"{c.recall:>8.3f}{flag}")
+        write_overlay(choices, Path(out), cats, Path(overlay) if overlay else None)
     typer.echo(f"overlay: {out}  (use with SEMCACHE_CATEGORIES_OVERLAY={out})")
 
 

@@ -166,6 +166,10 @@ class Settings(BaseSettings):
         description="Categories scoring within this of the best are searched too.",
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
+    verifier_calibration: Path | None = Field(
+        None, description="The calibrated verifier's model (calibration.json from "
+        "`python -m gateway.tools.train_calibrator`); default: the packaged one.",
+    )
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired rows are swept.")
     coalesce: bool = Field(
         True, description="Identical misses in flight share one upstream call."

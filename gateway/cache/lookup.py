@@ -25,7 +25,7 @@ from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
 from gateway.cache.upkeep import HitCounter
-from gateway.cache.verifier.verify import verify
+from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator
 from gateway.categories import Category
 from gateway.config import Settings
 from gateway.embedding import Embedder, Vectors, unseen
@@ -49,6 +49,8 @@ class Finder:
     ):
         self.settings, self.store, self.indexes, self.breaker = settings, store, indexes, breaker
         self.metrics, self.hits, self.embedder, self.load = metrics, hits, embedder, load
+        # a few numbers, read once; categories opt in to it (verification.max_wrong_rate)
+        self.calibrator = load_calibrator(settings.verifier_calibration or CALIBRATION)
 
     async def search(
         self, key: RequestKey, category: Category, ranked: list[str],
@@ -110,7 +112,6 @@ class Finder:
         index = self.indexes[searched.name]
         load = self.load.factor
         threshold = policy.match_threshold(category, searched, load)
-        slots = policy.verification_slots(category, searched)
         # one thread hop for both: a hop costs about as much CPU as the search itself; within
         # the lookup's deadline, or the request passes through
         try:
@@ -144,13 +145,13 @@ class Finder:
                 self.indexes.drop(searched.name, [entry_id])
                 continue
             sim = own
-            if slots is not None:
-                with self.metrics.stage("verify"):
-                    verdict = verify(key.text, row.query_text, slots)
-                if not verdict.ok:
-                    reason = verdict.reason or "unknown"
-                    rejected[reason] = rejected.get(reason, 0) + 1
-                    continue
+            with self.metrics.stage("verify"):
+                verdict = decide(key.text, row.query_text, sim, category, searched,
+                                 self.calibrator)
+            if not verdict.ok:
+                reason = verdict.reason or "unknown"
+                rejected[reason] = rejected.get(reason, 0) + 1
+                continue
             self.hits.count(entry_id, now)
             return Lookup(Hit(row, sim), nearest, rejected)
         return Lookup(None, nearest, rejected)

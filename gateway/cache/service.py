@@ -92,7 +92,7 @@ class CacheService:
             if name not in self.indexes:
                 self.indexes[name] = CategoryIndex(dim)
             metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
-            metrics.declare_category(name, cat.verification.slots)
+            metrics.declare_category(name, [*cat.verification.slots, "probability"])
         self.categories, self.classifier = categories, classifier
         self._load_changed(self.load.factor)  # the effective thresholds and TTLs
 

@@ -5,8 +5,9 @@ tune`` and benchmarks/verifier_quality.py.
 A pair ``{"a": query, "b": stored query, "same": bool, "category": optional}`` counts as a
 *predicted hit* exactly when the gateway would serve b's answer to a (at no load): a is b
 (an exact repeat), or — both read whole by the embedder — cosine(a, b) passes the category's
-threshold (``policy.match_threshold``) and the verifier accepts b on the category's slot kinds
-(``policy.verification_slots``), in a cacheable category. Precision = right hits / predicted
+threshold (``policy.match_threshold``) and the verifier accepts b (``calibrated.decide``: the
+rules on the category's slot kinds, or the calibrated probability at its operating point), in a
+cacheable category. Precision = right hits / predicted
 hits; recall = right hits / pairs labeled same, each with its 95% Wilson interval. The category
 is the given one, else the classifier's choice for ``a``.
 
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from gateway.cache import policy
+from gateway.cache.verifier.calibrated import Calibrator, decide, load_calibrator
 from gateway.cache.verifier.slots import extract
-from gateway.cache.verifier.verify import verify
 from gateway.categories import Category, Classifier
 from gateway.embedding import Embedder, unseen
 from gateway.tools.curves import auc, precision_at, wilson
@@ -117,10 +118,14 @@ class Report:
     wrong_hits_sample: list[dict[str, Any]] = field(default_factory=list)
     # which pairs the gateway would serve (by index); not written to the JSON report
     served: list[int] = field(default_factory=list, repr=False)
+    # every pair over its category's threshold: (category, calibrated probability, labelled
+    # same) — what ``semcache tune --max-wrong-rate`` picks operating points from; not written
+    candidates: list[tuple[str, float, bool]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("served")
+        out.pop("candidates")
         return out
 
 
@@ -150,9 +155,12 @@ def evaluate(
     classifier: Classifier, progress: Callable[[str, int, int], None] | None = None,
     margin: float = 0.0,
     embedded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+    calibrator: Calibrator | None = None,
 ) -> Report:
     """``margin``: the gateway's ``classify_margin`` (categories searched beside the best);
-    ``embedded``: ``embed_pairs``' result when the same pairs are evaluated more than once."""
+    ``embedded``: ``embed_pairs``' result when the same pairs are evaluated more than once;
+    ``calibrator``: the calibrated verifier's model (default: the packaged one)."""
+    calibrator = calibrator or load_calibrator()
     sims, vec_of = embedded if embedded is not None else embed_pairs(pairs, embedder, progress)
     texts = list(vec_of)
     labels = np.array([p.same for p in pairs], dtype=bool)
@@ -178,8 +186,8 @@ def evaluate(
     extract.cache_clear()
     started = time.perf_counter()
     for n, (p, name, home) in enumerate(zip(pairs, cats, stored, strict=True)):
-        slots = policy.verification_slots(categories[name], categories[home])
-        verdicts.append(verify(p.a, p.b, slots) if slots is not None else verify(p.a, p.a))
+        verdicts.append(decide(p.a, p.b, float(sims[n]), categories[name], categories[home],
+                               calibrator))
         if progress is not None and (n % 1000 == 999 or n == len(pairs) - 1):
             progress("verifying", n + 1, len(pairs))
     verify_us = (time.perf_counter() - started) / len(pairs) * 1e6
@@ -242,4 +250,7 @@ def evaluate(
             {"a": pairs[i].a, "b": pairs[i].b, "similarity": round(float(sims[i]), 4),
              "category": cats[i]} for i in np.flatnonzero(ver_hit & ~labels)[:50]],
         served=[int(i) for i in np.flatnonzero(ver_hit)],
+        candidates=[(cats[i], 1.0 if exact[i] else
+                     calibrator.probability(pairs[i].a, pairs[i].b, float(sims[i])),
+                     bool(labels[i])) for i in np.flatnonzero(sim_hit)],
     )

@@ -4,6 +4,13 @@ For each category, ``choose_thresholds`` picks from the report's sweep the thres
 *verified* precision reaches the target with the highest recall (ties: the stricter threshold).
 A category that reaches the target nowhere is given the strictest threshold of the sweep and
 flagged, never a looser one. The result is an overlay file; the shipped category files stay.
+
+``choose_operating_points`` (``semcache tune --max-wrong-rate R``) moves categories to the
+calibrated verifier instead: among the pairs over the category's threshold it picks the lowest
+probability cut-off whose wrong-hit rate is at most R *with 95% confidence* (the one-sided upper
+Wilson bound of wrong / served, not the point estimate, so a handful of lucky pairs promise
+nothing). A category without enough pairs to promise R even with no wrong hit at all says how
+many it would need and keeps its setting.
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from pathlib import Path
 import yaml
 
 from gateway.categories import Category
+from gateway.tools.curves import wilson
 from gateway.tools.evaluation import Report
+
+Z_ONE_SIDED_95 = 1.645
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,74 @@ def choose_thresholds(report: Report, target_precision: float) -> list[Choice]:
                               float(best["verified_precision"]), float(best["verified_recall"]),
                               reached))
     return choices
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    category: str
+    min_probability: float | None  # None: no cut-off can promise the rate with these pairs
+    served: int                    # pairs the cut-off serves
+    wrong: int                     # of them labelled different
+    wrong_upper: float             # 95% upper bound of the wrong-hit rate
+    recall: float                  # served right / pairs labelled same in the category
+    needed: int                    # pairs served with no wrong hit that could promise the rate
+
+
+def needed_for(rate: float, z: float = Z_ONE_SIDED_95) -> int:
+    """The fewest served pairs, none wrong, whose upper bound is within ``rate``."""
+    n = 1
+    while wilson(0, n, z)[1] > rate:
+        n += 1
+    return n
+
+
+def operating_point(
+    category: str, candidates: list[tuple[float, bool]], positives: int, max_wrong_rate: float,
+) -> OperatingPoint:
+    """The lowest cut-off on (probability, labelled same) candidates whose wrong-hit rate is
+    within ``max_wrong_rate`` at 95% confidence; ``positives``: pairs labelled same in all."""
+    need = needed_for(max_wrong_rate)
+    cands = sorted(candidates, key=lambda t: -t[0])
+    best: OperatingPoint | None = None
+    served = wrong = 0
+    for i, (prob, same) in enumerate(cands):
+        served += 1
+        wrong += not same
+        if i + 1 < len(cands) and cands[i + 1][0] == prob:
+            continue  # a cut-off takes every pair of its probability
+        upper = wilson(wrong, served, Z_ONE_SIDED_95)[1]
+        if upper <= max_wrong_rate:
+            best = OperatingPoint(category, round(prob, 6), served, wrong, upper,
+                                  round((served - wrong) / max(1, positives), 4), need)
+    if best is None:
+        right = sum(1 for _, same in cands if same)
+        best = OperatingPoint(category, None, 0, 0, 1.0, 0.0, need if right < need else 0)
+    return best
+
+
+def choose_operating_points(report: Report, max_wrong_rate: float) -> list[OperatingPoint]:
+    return [operating_point(cat.name, [(p, same) for c, p, same in report.candidates
+                                       if c == cat.name], cat.positives, max_wrong_rate)
+            for cat in report.categories]
+
+
+def write_operating_points(
+    points: list[OperatingPoint], max_wrong_rate: float, path: Path,
+    categories: dict[str, Category], existing: Path | None = None,
+) -> None:
+    """Merge operating points into an overlay; categories without one are left as they are."""
+    data: dict[str, dict[str, object]] = {}
+    if existing is not None and existing.exists():
+        data = yaml.safe_load(existing.read_text()) or {}
+    for pt in points:
+        if pt.min_probability is None or pt.category not in categories:
+            continue
+        entry = data.setdefault(pt.category, {})
+        base = entry.get("verification") or categories[pt.category].verification.model_dump()
+        entry["verification"] = {**base, "enabled": True, "max_wrong_rate": max_wrong_rate,
+                                 "min_probability": pt.min_probability}
+    header = "# Written by `semcache tune`; load with SEMCACHE_CATEGORIES_OVERLAY.\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=True))
 
 
 def write_overlay(

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import openai
+import pytest
+import yaml
 
 from gateway.categories import Classifier, load_categories
 from gateway.config import Settings
@@ -36,17 +38,26 @@ def _ask(client: openai.OpenAI, text: str, headers: dict[str, str]) -> str:
                     ("x-semcache", "x-semcache-bypass", "x-semcache-category"))
 
 
+@pytest.mark.parametrize("verifier", ["rules", "calibrated"])
 def test_eval_serves_exactly_what_the_gateway_serves(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    verifier: str,
 ) -> None:
-    settings = Settings()
-    cats = load_categories(categories_dir())
+    overlay = None
+    if verifier == "calibrated":  # every category on the calibrated verifier's probability
+        overlay = tmp_path / "overlay.yaml"
+        names = [c.name for c in load_categories(categories_dir()).values()]
+        overlay.write_text(yaml.safe_dump(
+            {n: {"verification": {"max_wrong_rate": 0.48}} for n in names}))
+    settings = Settings(categories_overlay=overlay)
+    cats = load_categories(categories_dir(), overlay)
     classifier = Classifier(cats, {n: embedder.encode(c.exemplars) for n, c in cats.items()},
                             settings.classify_min_similarity)
     pairs = _pairs()
     predicted = set(evaluate(pairs, embedder, cats, classifier,
                              margin=settings.classify_margin).served)
-    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path / 'eval.db'}")
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path / 'eval.db'}",
+                         categories_overlay=overlay)
     served = set()
     for i, p in enumerate(pairs):
         # a tenant of its own per pair: a fresh cache holding b alone

@@ -39,7 +39,8 @@ __all__ = ["OK", "Verdict", "verify"]
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    reason: str | None = None  # the slot kind that differed
+    reason: str | None = None  # the slot kind that differed, or "probability"
+    probability: float | None = None  # the calibrated verifier's, where it judged
 
 
 OK = Verdict(True)
@@ -141,6 +142,23 @@ _ORDER: tuple[SlotKind, ...] = (
 )
 
 
+def differences(a: Slots, b: Slots, kinds: tuple[SlotKind, ...] | list[SlotKind] = ALL_SLOTS,
+                ) -> list[SlotKind]:
+    """Every kind (of ``kinds``, most specific first) on which the two differ."""
+    checks = {
+        "numbers": lambda: _numbers_differ(a, b),
+        "quoted": lambda: a.quoted != b.quoted,
+        "identifiers": lambda: a.identifiers != b.identifiers,
+        "languages": lambda: a.languages != b.languages,
+        "entities": lambda: _entities_differ(a, b),
+        "dates": lambda: a.dates != b.dates,
+        "contrast": lambda: _contrast_differs(a.contrast, b.contrast),
+        "relations": lambda: _relations_differ(a, b),
+        "negation": lambda: a.negation != b.negation,
+    }
+    return [k for k in _ORDER if k in kinds and checks[k]()]
+
+
 def verify(
     query: str, candidate: str, kinds: list[SlotKind] | tuple[SlotKind, ...] = ALL_SLOTS
 ) -> Verdict:
@@ -148,22 +166,6 @@ def verify(
         return OK
     a, b = extract(query), extract(candidate)
     for kind in (k for k in _ORDER if k in kinds):
-        if kind == "numbers" and _numbers_differ(a, b):
-            return Verdict(False, kind)
-        if kind == "quoted" and a.quoted != b.quoted:
-            return Verdict(False, kind)
-        if kind == "identifiers" and a.identifiers != b.identifiers:
-            return Verdict(False, kind)
-        if kind == "languages" and a.languages != b.languages:
-            return Verdict(False, kind)
-        if kind == "entities" and _entities_differ(a, b):
-            return Verdict(False, kind)
-        if kind == "dates" and a.dates != b.dates:
-            return Verdict(False, kind)
-        if kind == "contrast" and _contrast_differs(a.contrast, b.contrast):
-            return Verdict(False, kind)
-        if kind == "relations" and _relations_differ(a, b):
-            return Verdict(False, kind)
-        if kind == "negation" and a.negation != b.negation:
+        if kind in differences(a, b, (kind,)):
             return Verdict(False, kind)
     return OK
