@@ -22,16 +22,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._report import stamp, write_section  # noqa: E402
-from gateway.cache.verifier.calibrated import load_calibrator  # noqa: E402
-from gateway.cache.verifier.slots import extract  # noqa: E402
-from gateway.cache.verifier.verify import verify  # noqa: E402
-from gateway.config import Settings  # noqa: E402
-from gateway.embedding import load_embedder  # noqa: E402
-from gateway.tools.curves import precision_at  # noqa: E402
-from gateway.tools.train_calibrator import GATE, cosines_of, ece  # noqa: E402
-from gateway.tools.tuning import operating_point  # noqa: E402
-from gateway.tools.verifier_data import Row, build  # noqa: E402
+from benchmarks._report import stamp, write_section
+from gateway.cache.verifier.calibrated import load_calibrator
+from gateway.cache.verifier.slots import extract
+from gateway.cache.verifier.verify import verify
+from gateway.config import Settings
+from gateway.embedding import load_embedder
+from gateway.tools.curves import precision_at
+from gateway.tools.train_calibrator import GATE, cosines_of, ece
+from gateway.tools.tuning import operating_point
+from gateway.tools.verifier_data import Row, build
 
 CANDIDATE = 0.80
 RATES = (0.02, 0.05, 0.10)

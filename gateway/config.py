@@ -174,6 +174,14 @@ class Settings(BaseSettings):
     coalesce: bool = Field(
         True, description="Identical misses in flight share one upstream call."
     )
+    responses_ttl_s: float = Field(
+        30 * 86400.0, gt=0, description="How long the conversation behind a Responses-API "
+        "response id is remembered (previous_response_id).",
+    )
+    responses_bridge: bool = Field(
+        False, description="Serve /v1/responses from a backend that only has chat completions "
+        "(llama.cpp's server, older vLLM): requests and answers are translated both ways.",
+    )
     coalesce_wait_s: float = Field(
         60.0, gt=0, description="Longest a coalesced request waits before calling upstream itself."
     )

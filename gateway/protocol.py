@@ -101,9 +101,48 @@ class CompletionRequest(_Open):
     user: _Str | None = None
 
 
-Endpoint = Literal["chat", "completions"]
+class ResponsesRequest(_Open):
+    """``POST /v1/responses``. ``input`` is a string or a list of items (messages with text or
+    content parts, function calls and their outputs, ...); how each field bears on the cache:
+    ``cache/responses_keys.py``."""
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]]
+    instructions: _Str | None = None
+    previous_response_id: _Str | None = None
+    stream: _Bool = False
+    stream_options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: _Bool | None = None
+    max_tool_calls: _Int | None = Field(None, ge=1)
+    text: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    max_output_tokens: _Int | None = Field(None, ge=1)
+    temperature: _Num | None = Field(None, ge=0)
+    top_p: _Num | None = Field(None, ge=0, le=1)
+    top_logprobs: _Int | None = Field(None, ge=0)
+    truncation: _Str | None = None
+    include: list[_Str] | None = None
+    store: _Bool | None = None
+    background: _Bool | None = None
+    conversation: Any = None
+    prompt: dict[str, Any] | None = None
+    context_management: Any = None
+    moderation: Any = None
+    metadata: dict[str, Any] | None = None
+    user: _Str | None = None
+    safety_identifier: _Str | None = None
+    service_tier: _Str | None = None
+    prompt_cache_key: _Str | None = None
+    prompt_cache_retention: _Str | None = None
+    prompt_cache_options: Any = None
+
+
+Endpoint = Literal["chat", "completions", "responses"]
 # where each endpoint lives under an OpenAI base URL
-PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
+PATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions",
+                              "responses": "responses"}
 # roles whose messages set the conversation's instructions rather than its turns
 SYSTEM_ROLES = ("system", "developer")
 M = TypeVar("M", bound=BaseModel)

@@ -1,4 +1,5 @@
-"""The OpenAI endpoints: completions go through the cache; models and embeddings are proxied."""
+"""The OpenAI endpoints: chat completions, completions and responses go through the cache;
+models and embeddings are proxied."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     Endpoint,
+    ResponsesRequest,
     json_body,
     parse_json_object,
     read_body,
@@ -24,7 +26,8 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
     raw = await read_body(request, services.settings.max_request_bytes,
                           services.settings.client_body_timeout_s)
     data = parse_json_object(raw)
-    model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+    model = {"chat": ChatCompletionRequest, "completions": CompletionRequest,
+             "responses": ResponsesRequest}[endpoint]
     parsed = validate(model, data)
     if services.cache is not None:
         return await services.cache.complete(request.headers, raw, parsed,
@@ -46,6 +49,11 @@ async def chat_completions(request: Request, services: ServicesDep) -> Response:
 @router.post("/v1/completions", openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request, services: ServicesDep) -> Response:
     return await _complete("completions", request, services)
+
+
+@router.post("/v1/responses", openapi_extra=json_body(ResponsesRequest))
+async def responses(request: Request, services: ServicesDep) -> Response:
+    return await _complete("responses", request, services)
 
 
 @router.get("/v1/models")

@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from gateway.backend import responses
 from gateway.backend.upstream import Upstream, close, iter_body, read_body, response_headers
 from gateway.errors import UpstreamError
 from gateway.protocol import Endpoint
@@ -56,9 +57,14 @@ async def forward_completion(
     on_end: OnEnd | None = None,
     opened: asyncio.Task[httpx.Response] | None = None,
     query: str = "",
+    on_final: OnComplete | None = None,
 ) -> Response:
     """``on_end(status, body)`` runs once the exchange is over, complete or not (``body`` only
-    for answers read whole). ``opened``: the request was already sent (hedging)."""
+    for answers read whole). ``opened``: the request was already sent (hedging).
+    ``on_final``: Responses API only, handed every final response of a 2xx answer, stored or
+    not (a function call too), before the client has its end."""
+    if endpoint != "responses":
+        on_final = None
     resp = await (opened if opened is not None else upstream.open_completion(
         endpoint, incoming_headers, body, query))
     out_headers = {**response_headers(resp.headers, decoded=True), **extra_headers}
@@ -75,12 +81,20 @@ async def forward_completion(
         content = await read_body(resp)
         if convert is not None and resp.status_code < 400:
             content = convert.body(content)
-        if on_complete is not None:
+        parsed = None
+        if on_complete is not None or (on_final is not None and resp.status_code < 300):
             try:
                 parsed = orjson.loads(content)
             except orjson.JSONDecodeError:
                 parsed = None
-            if isinstance(parsed, dict) and storable(endpoint, parsed):
+        if on_final is not None and isinstance(parsed, dict) and resp.status_code < 300 \
+                and isinstance(parsed.get("output"), list):
+            await _store_safely(on_final, parsed)
+        if on_complete is not None:
+            if isinstance(parsed, dict) and endpoint == "responses":
+                if responses.storable(parsed):
+                    await _store_safely(on_complete, responses.for_storing(parsed))
+            elif isinstance(parsed, dict) and storable(endpoint, parsed):
                 await _store_safely(on_complete, parsed)
         if on_end is not None:
             on_end(resp.status_code, content)
@@ -89,7 +103,9 @@ async def forward_completion(
     async def tee() -> AsyncIterator[bytes]:
         # The answer is stored before the chunk carrying ``[DONE]`` is passed on, so a client
         # that saw the end of its stream can count on the next identical question hitting.
-        parser, assembler, finished = SSEParser(), StreamAssembler(endpoint), False
+        parser, finished = SSEParser(), False
+        assembler: StreamAssembler | responses.ResponsesAssembler = (
+            responses.ResponsesAssembler() if endpoint == "responses" else StreamAssembler(endpoint))
         body = iter_body(resp, raw=False)
         if convert is not None:
             body = convert.stream(body)
@@ -99,6 +115,10 @@ async def forward_completion(
                     assembler.feed(data)
                 if assembler.done and not finished:
                     finished = True
+                    final = getattr(assembler, "final", None)
+                    if on_final is not None and isinstance(final, dict) \
+                            and resp.status_code < 300:
+                        await _store_safely(on_final, final)
                     result = assembler.result()
                     if result is not None and on_complete is not None:
                         await _store_safely(on_complete, result)

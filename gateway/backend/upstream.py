@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import orjson
 
-from gateway.backend import chunk_format
+from gateway.backend import chunk_format, responses
 from gateway.backend.chunks import request_chunks
 from gateway.backend.load import LoadMonitor
 from gateway.backend.routing import FAILOVER_STATUSES, Router
@@ -118,9 +119,17 @@ class Upstream:
         backends (or a chunk format) to the one the router picks, in its format, moving to the
         next candidate when one fails before answering."""
         headers = self.request_headers(incoming, identity=True)
+        bridge: responses.ResponsesFromChat | None = None
+        if endpoint == "responses" and self.settings.responses_bridge:
+            asked = orjson.loads(body)  # validated before it came here
+            bridge = responses.ResponsesFromChat(asked)
+            endpoint, body = "chat", orjson.dumps(responses.to_chat(asked))
         if not self.router.active:
-            return await self.open("POST", PATHS[endpoint], headers=headers, content=body,
+            resp = await self.open("POST", PATHS[endpoint], headers=headers, content=body,
                                    query=query)
+            if bridge is not None and resp.status_code < 400:
+                resp.extensions["semcache_convert"] = bridge
+            return resp
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -143,8 +152,11 @@ class Upstream:
                 await close(resp)
                 self.router.failed(b, f"answered {resp.status_code}")
                 continue
-            if prepared.convert is not None:
-                resp.extensions["semcache_convert"] = prepared.convert
+            convert: Any = prepared.convert
+            if bridge is not None:
+                convert = bridge if convert is None else responses.Chained(convert, bridge)
+            if convert is not None:
+                resp.extensions["semcache_convert"] = convert
             return resp
         assert last is not None
         raise last

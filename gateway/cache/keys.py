@@ -141,6 +141,8 @@ class RequestKey:
     max_tokens: int | None = None   # LIMIT fields: the longest answer the request accepts
     request_hash: str = ""
     query: str = ""             # the URL's query string (Azure's ?api-version=...): keyed
+    # Responses API: the conversation so far, this request's input included (cache/threads.py)
+    conversation: list[Any] | None = None
 
     @property
     def embed_text(self) -> str:
@@ -251,6 +253,8 @@ def namespace_of(
 
 def _classify(
     data: dict[str, Any], table: Mapping[str, str], extra: Mapping[str, str] | None,
+    neutral: Mapping[str, tuple[Any, ...]] | None = None,
+    reasons: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, Any], int | None, str | None]:
     """The keyed fields' values, the LIMIT, and the bypass reason (or None). ``extra``: the
     operator's classes for fields outside OpenAI's API (``SEMCACHE_EXTRA_FIELDS``)."""
@@ -265,8 +269,8 @@ def _classify(
             keyed[name] = [value] if name == "stop" and isinstance(value, str) else value
         elif kind == LIMIT:
             limit = value if limit is None else min(limit, value)
-        elif kind == BYPASS and value not in _NEUTRAL.get(name, ()):
-            bypass = bypass or _BYPASS_REASON.get(name, name)
+        elif kind == BYPASS and value not in (neutral or _NEUTRAL).get(name, ()):
+            bypass = bypass or (reasons or _BYPASS_REASON).get(name, name)
     return keyed, limit, bypass
 
 

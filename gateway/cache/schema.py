@@ -9,6 +9,7 @@ in-memory indexes in step (``cache/sync.py``); sequence numbers only grow.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,21 @@ changes = sa.Table(
     sa.Column("at", sa.Float, nullable=False),
     sa.Index("ix_cache_changes_at", "at"),
     sqlite_autoincrement=True,  # never reuse a sequence number, even after pruning
+)
+
+# Responses the gateway stored or served (``cache/threads.py``): the conversation each one ended,
+# so that a request naming it with ``previous_response_id`` can be keyed (and, for an id the
+# gateway made up for a hit, forwarded with the conversation written out).
+responses = sa.Table(
+    "responses",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("namespace", sa.String(128), nullable=False),
+    sa.Column("conversation", sa.Text, nullable=False),   # JSON list of turns
+    sa.Column("minted", sa.Boolean, nullable=False),      # our id: the upstream never saw it
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_responses_expires", "expires_at"),
 )
 
 PUT, DELETE = "+", "-"
@@ -183,3 +199,13 @@ def run_migrations(url: str) -> None:
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+def model_column(model: str) -> str:
+    """The model name as the store keeps it (informational: the scope hash has the whole name):
+    one too long for its column, or with a character it cannot hold, by digest."""
+    if len(model) <= 256 and "\x00" not in model:
+        return model
+    return "sha256:" + hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
+
+

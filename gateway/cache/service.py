@@ -10,7 +10,6 @@ request is forwarded as a bypass.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -21,8 +20,9 @@ from starlette.responses import Response
 
 from gateway.backend.forwarding import discard, forward_completion
 from gateway.backend.load import LoadMonitor
+from gateway.backend.responses import new_id as new_response_id
 from gateway.backend.upstream import Upstream
-from gateway.cache import policy, upkeep, warmup
+from gateway.cache import policy, threads, upkeep, warmup
 from gateway.cache.background import Background
 from gateway.cache.breaker import StoreBreaker
 from gateway.cache.changelog import ChangeFollower
@@ -31,18 +31,27 @@ from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.lookup import Finder
-from gateway.cache.replies import Hit, completion_tokens, render_hit
-from gateway.cache.schema import NewEntry, StoredEntry, make_engine, run_migrations
+from gateway.cache.replies import Hit, completion_tokens, render_hit, stored_usage
+from gateway.cache.responses_keys import responses_echo
+from gateway.cache.schema import (
+    NewEntry,
+    StoredEntry,
+    make_engine,
+    model_column,
+    run_migrations,
+)
 from gateway.cache.store import Store
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
 from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
 from gateway.errors import InvalidRequest, StoreError, UpstreamError
 from gateway.metrics import Metrics
-from gateway.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
 from gateway.resources import categories_dir
 
 log = logging.getLogger(__name__)
+
+Parsed = ChatCompletionRequest | CompletionRequest | ResponsesRequest
 
 
 @dataclass(frozen=True)
@@ -155,8 +164,7 @@ class CacheService:
 
     # --- the request path ---------------------------------------------------------------
     async def complete(
-        self, headers: Mapping[str, str], raw: bytes,
-        parsed: ChatCompletionRequest | CompletionRequest, *, query: str = "",
+        self, headers: Mapping[str, str], raw: bytes, parsed: Parsed, *, query: str = "",
     ) -> Response:
         """``query``: the URL's query string (``?api-version=...``): forwarded, and in the
         scope."""
@@ -177,8 +185,7 @@ class CacheService:
         return response
 
     async def _complete(
-        self, headers: Mapping[str, str], raw: bytes,
-        parsed: ChatCompletionRequest | CompletionRequest, query: str,
+        self, headers: Mapping[str, str], raw: bytes, parsed: Parsed, query: str,
     ) -> tuple[Response, Outcome]:
         namespace = namespace_of(
             headers, key_namespaces=self.settings.api_key_namespaces,
@@ -186,11 +193,13 @@ class CacheService:
             trust_header=self.settings.trust_namespace_header,
         )
         max_chars, extra = self.settings.max_query_chars, self.settings.extra_fields
-        key = (
-            chat_key(parsed, namespace, max_chars, extra, query)
-            if isinstance(parsed, ChatCompletionRequest)
-            else completion_key(parsed, namespace, max_chars, extra, query)
-        )
+        if isinstance(parsed, ResponsesRequest):  # raw: with a known conversation written out
+            key, raw = await threads.key_for(self.store, self.settings, parsed, raw, namespace,
+                                             query)
+        elif isinstance(parsed, ChatCompletionRequest):
+            key = chat_key(parsed, namespace, max_chars, extra, query)
+        else:
+            key = completion_key(parsed, namespace, max_chars, extra, query)
         cc = policy.cache_control(headers.get("cache-control"))
         forced = headers.get("x-semcache-category")
         if forced is not None and forced not in self.categories:
@@ -213,7 +222,7 @@ class CacheService:
             exact = await self.finder.exact(key, self.categories)
             if exact is not None:
                 category, hit = exact
-                return self._serve(key, category, hit, parsed,
+                return await self._serve(key, category, hit, parsed,
                                    {**out, "x-semcache-category": category.name})
         try:
             with self.metrics.stage("embed"):
@@ -257,27 +266,34 @@ class CacheService:
                 self.metrics.hedges.labels(category.name, "cancelled").inc()
             if lead is not None:  # followers find the same entry themselves
                 self.coalescer.finish(key.request_hash, lead, Shared())
-            return self._serve(key, category, hit, parsed, out)
+            return await self._serve(key, category, hit, parsed, out)
         if hedge is not None:
             self.metrics.hedges.labels(category.name, "used").inc()
         return await self._forward(key, raw, headers, parsed, Outcome("miss", category.name), out,
                                    store_in=category if plan.store else None, vec=vec,
                                    coalesce=plan.lookup, opened=hedge, lead=lead)
 
-    def _serve(
-        self, key: RequestKey, category: Category, hit: Hit,
-        parsed: ChatCompletionRequest | CompletionRequest, out: dict[str, str],
+    async def _serve(
+        self, key: RequestKey, category: Category, hit: Hit, parsed: Parsed,
+        out: dict[str, str],
     ) -> tuple[Response, Outcome]:
         self.metrics.hit_similarity.labels(category.name).observe(hit.similarity)
         self.metrics.upstream_calls_avoided.labels(category.name).inc()
         self.metrics.tokens_saved.labels(category.name).inc(completion_tokens(hit.entry))
-        include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-        return (render_hit(key, hit, out, stream=parsed.stream, include_usage=include_usage),
-                Outcome("hit", category.name))
+        echo = None
+        if isinstance(parsed, ResponsesRequest):  # a new id, remembered before it is given out
+            echo = {"id": new_response_id(), **responses_echo(parsed)}
+            await threads.remember_answer(self.store, self.settings, key, echo["id"],
+                                          hit.entry.response.get("output") or [], minted=True)
+            include_usage = False
+        else:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+        return (render_hit(key, hit, out, stream=parsed.stream, include_usage=include_usage,
+                           echo=echo), Outcome("hit", category.name))
 
     async def _forward(
         self, key: RequestKey, raw: bytes, headers: Mapping[str, str],
-        parsed: ChatCompletionRequest | CompletionRequest, outcome: Outcome,
+        parsed: Parsed, outcome: Outcome,
         out: dict[str, str], *, store_in: Category | None = None, vec: Vectors | None = None,
         coalesce: bool = False, opened: asyncio.Task[Any] | None = None,
         lead: asyncio.Future[Shared] | None = None,
@@ -297,7 +313,7 @@ class CacheService:
                     context_hash=key.context_hash, query_text=key.text,
                     response=shared.response, completion_tokens=usage.get("completion_tokens"),
                     created_at=time.time(), expires_at=0.0, hit_count=0), 1.0)
-                return self._serve(key, store_in, hit, parsed,
+                return await self._serve(key, store_in, hit, parsed,
                                    {**out, "x-semcache-coalesced": "true"})
             # no complete answer to share (an error, a cut-off or no-store answer, a wait that
             # ran out): the leader's outcome is not this request's; it makes its own call
@@ -322,7 +338,7 @@ class CacheService:
                 self.upstream, key.endpoint, headers, raw, stream=parsed.stream,
                 on_complete=on_complete if store_in is not None else None,
                 extra_headers=extra, on_end=on_end, opened=opened, query=key.query,
-            )
+                on_final=threads.recorder(self.store, self.settings, key, self.breaker))
         except BaseException:  # every exit path releases the followers, whatever went wrong
             if lead is not None:
                 self.coalescer.finish(ckey, lead, Shared())
@@ -334,10 +350,10 @@ class CacheService:
     ) -> None:
         """Write the answer; acknowledged (and served to others) once the row is committed."""
         now = time.time()
-        usage = response.get("usage") or {}
+        usage = stored_usage(response)
         entry = NewEntry(
             namespace=key.namespace, category=category.name, endpoint=key.endpoint,
-            model=_model_column(key.model), scope_hash=key.scope_hash, context_hash=key.context_hash,
+            model=model_column(key.model), scope_hash=key.scope_hash, context_hash=key.context_hash,
             query_text=key.text, embedding=vec, response=response,
             prompt_tokens=usage.get("prompt_tokens"),
             completion_tokens=usage.get("completion_tokens"),
@@ -359,6 +375,7 @@ class CacheService:
             )
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
+
         except StoreError as exc:
             if exc.unavailable:
                 self.breaker.failed("write", exc)
@@ -378,13 +395,3 @@ class CacheService:
                 category.quota, category.eviction)
             self.indexes.drop(category.name, victims)
             self.metrics.evictions.labels(category.name).inc(len(victims))
-
-
-def _model_column(model: str) -> str:
-    """The model name as the store keeps it (informational: the scope hash has the whole name):
-    one too long for its column, or with a character it cannot hold, by digest."""
-    if len(model) <= 256 and "\x00" not in model:
-        return model
-    return "sha256:" + hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
-
-

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from gateway.cache import threads
 from gateway.errors import StoreError
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ async def sweep(svc: CacheState) -> int:
         svc.indexes.drop(name, index.expired(now))
     await svc.store.call(svc.store.background_s, svc.store.prune_changes,
                          now - svc.settings.change_retention_s)
+    await svc.store.call(svc.store.background_s, threads.forget_expired, svc.store.engine, now)
     return len(swept)
 
 

@@ -44,6 +44,7 @@ from prometheus_client import Counter as Counter_
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from gateway.backend.chunks import request_chunks
+from gateway.devtools.fake_responses import add_responses
 
 _WORDS = (
     "the a cache model answer token vector index query result value system fast data "
@@ -73,11 +74,12 @@ def _tokens(text: str) -> int:
 
 def create_fake_app(
     *, chunk_delay_s: float = 0.0, capacity: int | None = None, service_time_s: float = 0.0,
-    context_tokens: int = 8192,
+    context_tokens: int = 8192, responses_api: bool = True,
 ) -> FastAPI:
     """``capacity``: like a GPU server, at most this many requests are generated at once, each
     taking ``service_time_s``; the rest queue (``vllm:num_requests_waiting``), so latency
-    follows the queue."""
+    follows the queue. ``responses_api``: serve ``/v1/responses`` (``fake_responses``); off,
+    it is a chat-only server like llama.cpp's (404)."""
     app = FastAPI(title="semcache fake upstream")
     slots = asyncio.Semaphore(capacity) if capacity else None
     stats: Counter[str] = Counter()
@@ -273,6 +275,9 @@ def create_fake_app(
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  status_code=ok_status, headers=extra_headers)
+
+    if responses_api:
+        add_responses(app, fake_text, stats, chunk_delay_s)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
