@@ -138,6 +138,10 @@ class Metrics:
             "semcache_backend_failovers_total",
             "Requests moved off a backend that failed before answering.", ["backend"],
             registry=r)
+        self.backend_engine_tokens = Counter(
+            "semcache_backend_engine_prompt_tokens_total",
+            "Prompt tokens the backend reports per answer (llama.cpp's timings): computed, or "
+            "taken from its KV cache.", ["backend", "kind"], registry=r)
         self.backend_measured_reuse = Gauge(
             "semcache_backend_measured_reuse",
             "Reuse the backend reports itself: hit tokens / queried tokens of its counters.",

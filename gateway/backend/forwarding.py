@@ -79,6 +79,9 @@ async def forward_completion(
         on_complete = None
     if resp.status_code >= 400 or not (stream and is_sse):
         content = await read_body(resp)
+        if b'"timings"' in content and "semcache_route" in resp.extensions:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                upstream.observe(resp, orjson.loads(content))
         if convert is not None and resp.status_code < 400:
             content = convert.body(content)
         parsed = None
@@ -107,6 +110,8 @@ async def forward_completion(
         assembler: StreamAssembler | responses.ResponsesAssembler = (
             responses.ResponsesAssembler() if endpoint == "responses" else StreamAssembler(endpoint))
         body = iter_body(resp, raw=False)
+        if "semcache_route" in resp.extensions:
+            body = _timings(upstream, resp, body)
         if convert is not None:
             body = convert.stream(body)
         try:
@@ -128,6 +133,18 @@ async def forward_completion(
                 on_end(resp.status_code, None)
 
     return StreamingResponse(tee(), status_code=resp.status_code, headers=out_headers)
+
+
+async def _timings(upstream: Upstream, resp: httpx.Response,
+                   chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The backend's stream as it is, its ``timings`` event (llama.cpp's last) read on the way."""
+    parser = SSEParser()
+    async for chunk in chunks:
+        for data in parser.feed(chunk):
+            if '"timings"' in data:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    upstream.observe(resp, orjson.loads(data))
+        yield chunk
 
 
 async def _store_safely(on_complete: OnComplete, response: dict[str, Any]) -> None:

