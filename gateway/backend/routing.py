@@ -8,7 +8,7 @@ engine can still hold) and sends each request where most of its chunk tokens alr
 
 Affinity alone would pile popular chunks onto one replica, so the choice is bounded (consistent
 hashing with bounded loads, Mirrokni, Thorup & Zadimoghaddam, SODA 2018): a backend is eligible
-only while its load is at most (1+ε) × its weighted share of the total. Among the eligible,
+only while its load is at most ⌈(1+ε) × its weighted share of the total⌉. Among the eligible,
 the one holding the most of the request's chunk tokens wins; with no holder, the request's
 anchor chunk (its largest) is placed on a hash ring (100 virtual nodes per unit of weight) and
 walks clockwise to the first eligible backend, so a new chunk set lands on a stable home.
@@ -29,6 +29,7 @@ import bisect
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 
@@ -147,7 +148,10 @@ class Router:
             eps = self.settings.routing_epsilon
 
             def eligible(b: BackendState) -> bool:
-                return b.load(now) + 1 <= (1 + eps) * (total + 1) * b.cfg.weight / weights
+                # the paper's capacity is a whole number of requests, ceil((1+ε)·m/n): without
+                # the ceiling, two requests on two backends could never share one (1 + 1 > 1.2)
+                share = (1 + eps) * (total + 1) * b.cfg.weight / weights
+                return b.load(now) + 1 <= math.ceil(share - 1e-9)
 
             anchor = max(chunks, key=lambda c: (c.tokens, c.digest))
             ring = [b for b in self._walk(anchor.digest) if b in up]

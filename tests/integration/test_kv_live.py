@@ -20,14 +20,15 @@ from tests.conftest import GatewayFactory
 
 pytestmark = pytest.mark.real_model
 
-PASSAGES = [
-    f"Passage {n}. " + " ".join(f"The {w} of district {n} is known for its {v} and its {u}."
-                               for w, v, u in (("harbour", "ships", "fish markets"),
-                                               ("old town", "churches", "narrow lanes"),
-                                               ("university", "libraries", "students"),
-                                               ("river", "bridges", "summer festivals")))
-    for n in range(1, 5)
-]
+def passages(tag: str) -> list[str]:
+    """Four passages of about 80 tokens; every sentence names ``tag``, so the passages of one
+    run share no run of 64 tokens with another's (which ``--cache-reuse`` would find)."""
+    return [f"Passage {n}. " + " ".join(
+        f"The {w} of {tag} district {n} is known for its {v} and its {u}."
+        for w, v, u in (("harbour", "ships", "fish markets"), ("old town", "churches", "lanes"),
+                        ("university", "libraries", "students"),
+                        ("river", "bridges", "summer festivals")))
+        for n in range(1, 5)]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def test_reordered_chunks_are_reused_only_with_the_format_and_affinity(
     for on in (False, True):
         url = _gateway(gateway_factory, replicas, tmp_path, on=on)
         tag = "on" if on else "off"
-        docs = [f"{p} ({tag})" for p in PASSAGES]  # fresh passages: nothing cached yet
+        docs = passages("northern" if on else "southern")  # nothing of them cached yet
         first = _ask(url, docs, "Which district has the most bridges?")
         second = _ask(url, [docs[2], docs[0], docs[3], docs[1]], "Where are the fish markets?")
         computed[tag] = (first["timings"]["prompt_n"], second["timings"]["prompt_n"])
