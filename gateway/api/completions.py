@@ -3,11 +3,14 @@ models and embeddings are proxied."""
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from gateway.backend.forwarding import forward_completion, forward_raw
+from gateway.cache import threads
 from gateway.deps import ServicesDep
+from gateway.errors import NotFound
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -54,6 +57,21 @@ async def completions(request: Request, services: ServicesDep) -> Response:
 @router.post("/v1/responses", openapi_extra=json_body(ResponsesRequest))
 async def responses(request: Request, services: ServicesDep) -> Response:
     return await _complete("responses", request, services)
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, request: Request, services: ServicesDep) -> Response:
+    """A response the gateway served under an id of its own (a hit) is answered here; any other
+    id is the upstream's."""
+    if response_id in (".", "..") or "\\" in response_id:
+        raise NotFound(f"no such response: {response_id!r}")
+    if services.cache is not None:
+        found = await threads.stored_response(services.cache.store, services.settings,
+                                              request.headers, response_id)
+        if found is not None:
+            return Response(orjson.dumps(found), media_type="application/json",
+                            headers={"x-semcache": "hit"})
+    return await forward_raw(services.upstream, request, f"responses/{response_id}", b"")
 
 
 @router.get("/v1/models")

@@ -23,16 +23,25 @@ class Hit:
     similarity: float
 
 
-def render_hit(key: RequestKey, hit: Hit, out: dict[str, str], *, stream: bool,
-               include_usage: bool, echo: dict[str, Any] | None = None) -> Response:
-    """``echo``: for the Responses API, the response id to give and the fields of the response
-    object that describe this request (not the stored one's)."""
+def hit_body(key: RequestKey, hit: Hit, echo: dict[str, Any] | None = None,
+             ) -> tuple[dict[str, Any], bool]:
+    """The answer a hit gives, and whether its usage is estimated. ``echo``: for the Responses
+    API, the response id to give and the fields of the response object that describe this
+    request (not the stored one's)."""
     if key.endpoint == "responses":
         body = responses.fresh(hit.entry.response, echo or {})
         body["usage"], estimated = responses_usage(hit.entry, key)
     else:
         body = fresh(key.endpoint, hit.entry.response)
         body["usage"], estimated = hit_usage(hit.entry, key)
+    return body, estimated
+
+
+def render_hit(key: RequestKey, hit: Hit, out: dict[str, str], *, stream: bool,
+               include_usage: bool, rendered: tuple[dict[str, Any], bool] | None = None,
+               ) -> Response:
+    """``rendered``: ``hit_body``'s result, when the caller needed it first."""
+    body, estimated = rendered or hit_body(key, hit)
     headers = {
         **out, "x-semcache": "hit", "x-semcache-similarity": f"{hit.similarity:.4f}",
         "age": str(max(0, int(time.time() - hit.entry.created_at))),

@@ -85,6 +85,7 @@ responses = sa.Table(
     sa.Column("namespace", sa.String(128), nullable=False),
     sa.Column("conversation", sa.Text, nullable=False),   # JSON list of turns
     sa.Column("minted", sa.Boolean, nullable=False),      # our id: the upstream never saw it
+    sa.Column("response", sa.Text, nullable=True),        # a minted id's response (GET by id)
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Index("ix_responses_expires", "expires_at"),

@@ -31,7 +31,7 @@ from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.lookup import Finder
-from gateway.cache.replies import Hit, completion_tokens, render_hit, stored_usage
+from gateway.cache.replies import Hit, completion_tokens, hit_body, render_hit, stored_usage
 from gateway.cache.responses_keys import responses_echo
 from gateway.cache.schema import (
     NewEntry,
@@ -280,16 +280,16 @@ class CacheService:
         self.metrics.hit_similarity.labels(category.name).observe(hit.similarity)
         self.metrics.upstream_calls_avoided.labels(category.name).inc()
         self.metrics.tokens_saved.labels(category.name).inc(completion_tokens(hit.entry))
-        echo = None
+        rendered = None
         if isinstance(parsed, ResponsesRequest):  # a new id, remembered before it is given out
-            echo = {"id": new_response_id(), **responses_echo(parsed)}
-            await threads.remember_answer(self.store, self.settings, key, echo["id"],
-                                          hit.entry.response.get("output") or [], minted=True)
+            rendered = hit_body(key, hit, {"id": new_response_id(), **responses_echo(parsed)})
+            await threads.remember_answer(self.store, self.settings, key, rendered[0]["id"],
+                                          rendered[0]["output"], minted=True, whole=rendered[0])
             include_usage = False
         else:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
         return (render_hit(key, hit, out, stream=parsed.stream, include_usage=include_usage,
-                           echo=echo), Outcome("hit", category.name))
+                           rendered=rendered), Outcome("hit", category.name))
 
     async def _forward(
         self, key: RequestKey, raw: bytes, headers: Mapping[str, str],

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from gateway.cache.breaker import StoreBreaker
-from gateway.cache.keys import RequestKey
+from gateway.cache.keys import RequestKey, namespace_of
 from gateway.cache.responses_keys import responses_key, turn
 from gateway.cache.schema import responses
 from gateway.cache.store import Store
@@ -43,9 +43,10 @@ class Thread:
 
 
 def remember(engine: Engine, response_id: str, namespace: str, conversation: list[Any],
-             minted: bool, now: float, ttl_s: float) -> None:
+             minted: bool, now: float, ttl_s: float, whole: dict[str, Any] | None = None) -> None:
     row = {"id": response_id, "namespace": namespace,
            "conversation": orjson.dumps(conversation).decode(), "minted": minted,
+           "response": orjson.dumps(whole).decode() if whole is not None else None,
            "created_at": now, "expires_at": now + ttl_s}
     try:
         with engine.begin() as conn:
@@ -63,6 +64,19 @@ def recall(engine: Engine, response_id: str, namespace: str, now: float) -> Thre
     if row is None:
         return None
     return Thread(orjson.loads(row.conversation), bool(row.minted))
+
+
+def recall_response(engine: Engine, response_id: str, namespace: str, now: float,
+                    ) -> dict[str, Any] | None:
+    """The response the gateway gave under an id of its own (a hit), or None."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(responses.c.response).where(
+            responses.c.id == response_id, responses.c.namespace == namespace,
+            responses.c.minted.is_(True), responses.c.expires_at > now)).first()
+    if row is None or row.response is None:
+        return None
+    found: dict[str, Any] = orjson.loads(row.response)
+    return found
 
 
 def forget_expired(engine: Engine, now: float) -> int:
@@ -109,7 +123,8 @@ async def key_for(
 
 
 async def remember_answer(store: Store, settings: Settings, key: RequestKey, response_id: str,
-                          output: list[Any], *, minted: bool) -> None:
+                          output: list[Any], *, minted: bool,
+                          whole: dict[str, Any] | None = None) -> None:
     """Remember the conversation ``response_id`` ends; a failure is logged (a request naming
     the id later bypasses the cache), never the client's."""
     if not response_id or key.conversation is None:
@@ -118,7 +133,8 @@ async def remember_answer(store: Store, settings: Settings, key: RequestKey, res
                                          if isinstance(i, dict) and i.get("type") != "reasoning")]
     try:
         await store.call(settings.store_timeout_s, remember, store.engine, response_id,
-                         key.namespace, conversation, minted, time.time(), settings.responses_ttl_s)
+                         key.namespace, conversation, minted, time.time(), settings.responses_ttl_s,
+                         whole)
     except StoreError as exc:
         log.warning("response %s not remembered (%s)", response_id, exc.message)
 
@@ -130,6 +146,23 @@ def recorder(store: Store, settings: Settings, key: RequestKey, breaker: StoreBr
     known to be down."""
     async def record(response: dict[str, Any]) -> None:
         if breaker.closed:
+            bridged = settings.responses_bridge  # the bridge's ids: the backend knows none
             await remember_answer(store, settings, key, str(response.get("id") or ""),
-                                  response.get("output") or [], minted=settings.responses_bridge)
+                                  response.get("output") or [], minted=bridged,
+                                  whole=response if bridged else None)
     return record
+
+
+async def stored_response(store: Store, settings: Settings, headers: Any, response_id: str,
+                          ) -> dict[str, Any] | None:
+    """``GET /v1/responses/{id}`` for an id the gateway made (in the caller's namespace)."""
+    namespace = namespace_of(headers, key_namespaces=settings.api_key_namespaces,
+                             anonymous=settings.default_namespace,
+                             trust_header=settings.trust_namespace_header)
+    try:
+        found: dict[str, Any] | None = await store.call(
+            settings.store_lookup_timeout_s, recall_response, store.engine, response_id,
+            namespace, time.time())
+    except StoreError:
+        return None
+    return found

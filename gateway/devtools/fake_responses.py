@@ -31,6 +31,15 @@ def _text_of(content: Any) -> str:
 def add_responses(app: FastAPI, answer: Callable[[str, str], str], stats: Counter[str],
                   chunk_delay_s: float = 0.0) -> None:
     made: dict[str, list[dict[str, str]]] = {}
+    kept: dict[str, dict[str, Any]] = {}
+
+    @app.get("/v1/responses/{response_id}")
+    async def retrieve(response_id: str, request: Request) -> Response:
+        stats[request.url.path] += 1
+        if response_id not in kept:
+            return bad(f"No response found with id '{response_id}'.", "response_id",
+                       "not_found", status=404)
+        return JSONResponse(kept[response_id])
 
     def bad(message: str, param: str, code: str, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error",
@@ -86,6 +95,7 @@ def add_responses(app: FastAPI, answer: Callable[[str, str], str], stats: Counte
                  "temperature": body.get("temperature"), "top_p": body.get("top_p"),
                  "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
                  "text": body.get("text") or {"format": {"type": "text"}}}
+        kept[rid] = whole
         if not body.get("stream"):
             return JSONResponse(whole)
         delay_each = float(h.get("x-fake-chunk-delay", chunk_delay_s))

@@ -2,7 +2,8 @@
 
 A request with ``previous_response_id`` is keyed by that conversation, and one naming an id the
 gateway made up for a hit is forwarded with the conversation written out (the upstream never
-saw that id).
+saw that id). For such an id the response itself is kept too: ``GET /v1/responses/{id}``
+answers it (the upstream would not know it).
 
 Revision ID: 0007
 Revises: 0006
@@ -27,6 +28,7 @@ def upgrade() -> None:
         sa.Column("namespace", sa.String(128), nullable=False),
         sa.Column("conversation", sa.Text, nullable=False),
         sa.Column("minted", sa.Boolean, nullable=False),
+        sa.Column("response", sa.Text, nullable=True),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("expires_at", sa.Float, nullable=False),
     )

@@ -159,6 +159,12 @@ def test_a_hits_id_continues_the_conversation_upstream(gw: ServerThread) -> None
         # the follow-up's own id is the upstream's, and continues as well
         _, h = _create(c, input="Who owns it?", previous_response_id=follow.id)
         assert h["x-semcache"] == "miss"
+        # the hit's id can be retrieved like any response: the gateway answers it
+        got = c.responses.retrieve(hit.id)
+        assert got.id == hit.id and got.output_text == hit.output_text
+        assert c.responses.retrieve(follow.id).output_text == follow.output_text  # upstream's
+    with _client(gw.url, "sk-someone-else") as other, pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(hit.id)  # not in another tenant's namespace
 
 
 def test_another_tenant_cannot_use_a_response_id(gw: ServerThread) -> None:
