@@ -175,7 +175,7 @@ def test_compose_references_existing_files_and_real_settings() -> None:
             if key.startswith("SEMCACHE_"):
                 assert key in fields, f"{name} sets {key}, which is no setting"
     profiles = {p for s in compose["services"].values() for p in s.get("profiles", [])}
-    assert {"demo", "gpu", "gpu-prefix"} <= profiles
+    assert {"demo", "gpu", "gpu-prefix", "llama"} <= profiles
     for f in ("deploy/lmcache/blend.yaml", "deploy/lmcache/offload.yaml"):
         yaml.safe_load((ROOT / f).read_text())
     assert yaml.safe_load((ROOT / "deploy/lmcache/blend.yaml").read_text())["enable_blending"] is True
