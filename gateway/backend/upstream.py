@@ -127,7 +127,7 @@ class Upstream:
         if not self.router.active:
             resp = await self.open("POST", PATHS[endpoint], headers=headers, content=body,
                                    query=query)
-            if bridge is not None and resp.status_code < 400:
+            if bridge is not None:  # applied to successful answers only (forwarding)
                 resp.extensions["semcache_convert"] = bridge
             return resp
         try:

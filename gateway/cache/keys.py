@@ -187,6 +187,16 @@ def content_text(content: str | list[dict[str, Any]] | None) -> tuple[str, bool]
     return "\n".join(texts), other
 
 
+def text_bypass(text: str) -> str | None:
+    """Why a query's text cannot use the cache, or None: empty, or holding a NUL (no SQL text
+    column holds it; the upstream decides)."""
+    if not text.strip():
+        return "empty_query"
+    if "\x00" in text:
+        return "nul_character"
+    return None
+
+
 def _credentials(headers: Mapping[str, str]) -> list[tuple[str, str]]:
     """The API key headers as the upstream receives them; refuses a header sent twice (the
     upstream would get one copy, the tenant would come from another)."""
@@ -304,10 +314,8 @@ def chat_key(
                             else "last_message_not_user")
     elif other_parts:
         bypass = bypass or "non_text_content"
-    elif not text.strip():
-        bypass = bypass or "empty_query"
-    elif "\x00" in text:
-        bypass = bypass or "nul_character"  # no SQL text column holds it; the upstream decides
+    else:
+        bypass = bypass or text_bypass(text)
     last_fields = {k: v for k, v in (last or {}).items() if k not in ("role", "content")}
     context: list[Any] = convo[:-1]
     if last_fields:
@@ -336,10 +344,8 @@ def completion_key(
     if not isinstance(prompt, str):
         bypass = "prompt_not_single_text"
         prompt = ""
-    elif not prompt.strip():
-        bypass = bypass or "empty_query"
-    elif "\x00" in prompt:
-        bypass = bypass or "nul_character"
+    else:
+        bypass = bypass or text_bypass(prompt)
     return RequestKey(
         endpoint="completions", namespace=namespace, model=req.model, text=prompt,
         scope_hash=scope, context_hash="", bypass=bypass, truncated=len(prompt) > max_chars,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.categories import Category, SlotKind
+from gateway.categories import Category
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,3 @@ def match_threshold(category: Category, searched: Category, load: float) -> floa
     """A candidate from ``searched``'s index for a query classified as ``category`` must pass
     the stricter of the two thresholds (each as the load has it)."""
     return max(effective_threshold(category, load), effective_threshold(searched, load))
-
-
-def verification_slots(category: Category, searched: Category) -> list[SlotKind] | None:
-    """The slot kinds a candidate is verified on (both categories' kinds), or None when
-    neither category verifies. ``semcache eval`` decides with this and ``match_threshold``,
-    exactly as the request path does."""
-    if not (category.verification.enabled or searched.verification.enabled):
-        return None
-    return list(dict.fromkeys([*category.verification.slots, *searched.verification.slots]))

@@ -30,6 +30,7 @@ from gateway.cache.keys import (
     _query_scope,
     _request_hash,
     content_text,
+    text_bypass,
 )
 from gateway.protocol import SYSTEM_ROLES, ResponsesRequest
 
@@ -134,10 +135,7 @@ def responses_key(
         bypass = bypass or "non_text_content"
     else:
         text = last["content"]
-        if not text.strip():
-            bypass = bypass or "empty_query"
-        elif "\x00" in text:
-            bypass = bypass or "nul_character"
+        bypass = bypass or text_bypass(text)
     return RequestKey(
         endpoint="responses", namespace=namespace, model=req.model, text=text,
         scope_hash=scope, context_hash=_digest(context) if context else "", bypass=bypass,

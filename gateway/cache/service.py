@@ -375,7 +375,6 @@ class CacheService:
             )
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
-
         except StoreError as exc:
             if exc.unavailable:
                 self.breaker.failed("write", exc)

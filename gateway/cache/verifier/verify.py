@@ -27,6 +27,7 @@ Extraction is in ``slots``, the vocabulary in ``lexicon``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.cache.verifier import lexicon as lx
@@ -142,21 +143,24 @@ _ORDER: tuple[SlotKind, ...] = (
 )
 
 
+# how each kind is compared, most specific kinds first in ``_ORDER``
+_DIFFERS: dict[SlotKind, Callable[[Slots, Slots], bool]] = {
+    "numbers": _numbers_differ,
+    "quoted": lambda a, b: a.quoted != b.quoted,
+    "identifiers": lambda a, b: a.identifiers != b.identifiers,
+    "languages": lambda a, b: a.languages != b.languages,
+    "entities": _entities_differ,
+    "dates": lambda a, b: a.dates != b.dates,
+    "contrast": lambda a, b: _contrast_differs(a.contrast, b.contrast),
+    "relations": _relations_differ,
+    "negation": lambda a, b: a.negation != b.negation,
+}
+
+
 def differences(a: Slots, b: Slots, kinds: tuple[SlotKind, ...] | list[SlotKind] = ALL_SLOTS,
                 ) -> list[SlotKind]:
     """Every kind (of ``kinds``, most specific first) on which the two differ."""
-    checks = {
-        "numbers": lambda: _numbers_differ(a, b),
-        "quoted": lambda: a.quoted != b.quoted,
-        "identifiers": lambda: a.identifiers != b.identifiers,
-        "languages": lambda: a.languages != b.languages,
-        "entities": lambda: _entities_differ(a, b),
-        "dates": lambda: a.dates != b.dates,
-        "contrast": lambda: _contrast_differs(a.contrast, b.contrast),
-        "relations": lambda: _relations_differ(a, b),
-        "negation": lambda: a.negation != b.negation,
-    }
-    return [k for k in _ORDER if k in kinds and checks[k]()]
+    return [k for k in _ORDER if k in kinds and _DIFFERS[k](a, b)]
 
 
 def verify(
@@ -165,7 +169,7 @@ def verify(
     if query == candidate:
         return OK
     a, b = extract(query), extract(candidate)
-    for kind in (k for k in _ORDER if k in kinds):
-        if kind in differences(a, b, (kind,)):
+    for kind in _ORDER:
+        if kind in kinds and _DIFFERS[kind](a, b):
             return Verdict(False, kind)
     return OK
