@@ -192,6 +192,13 @@ class Settings(BaseSettings):
         0.2, gt=0, le=30, description="Longest a request waits for the store to look up a hit; "
         "past it the request passes through (three in a row open the breaker).",
     )
+    store_writes: Literal["before_reply", "after_reply"] = Field(
+        "before_reply", description="before_reply: a miss's answer is committed to the store "
+        "before its last byte goes out (a client that saw its answer can count on the next "
+        "identical request hitting). after_reply: the write runs beside the reply (a miss "
+        "answers sooner; an answer is cached moments later, and one in flight at a crash is "
+        "not cached). Either way nothing another request made is ever served.",
+    )
     store_timeout_s: float = Field(
         2.0, gt=0, le=60, description="Longest a write, a health check or a SQLite lock wait "
         "may take on the request path; background work gets 15 times as long.",

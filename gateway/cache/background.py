@@ -27,6 +27,14 @@ class Background:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
+    def offload(self, coro: Coroutine[Any, Any, Any], most: int = 256) -> bool:
+        """Run ``coro`` beside the caller unless ``most`` tasks are already running (a slow
+        store must not pile up writes without bound: the caller then awaits it itself)."""
+        if len(self._tasks) >= most or self.stopping.is_set():
+            return False
+        self.spawn(coro)
+        return True
+
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

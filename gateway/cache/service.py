@@ -322,7 +322,9 @@ class CacheService:
 
         async def on_complete(response: dict[str, Any]) -> None:
             if store_in is not None and vec is not None:
-                await self._store(key, store_in, vec, response)
+                write = self._store(key, store_in, vec, response)
+                if self.settings.store_writes == "before_reply" or not self.background.offload(write):
+                    await write
             if lead is not None:
                 self.coalescer.finish(ckey, lead, Shared(response=response))
 
