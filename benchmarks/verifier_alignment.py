@@ -54,7 +54,7 @@ def token_vectors(model: object, texts: list[str]) -> dict[str, tuple[np.ndarray
     for text, t, p in zip(uniq, toks, pooled, strict=True):
         v = t.float().numpy()[1:-1]
         v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
-        out[text] = (v if len(v) else np.zeros((1, v.shape[1] if v.ndim == 2 else 384)), p)
+        out[text] = (v if len(v) else np.zeros((1, v.shape[1])), p)  # no token: no match
     return out
 
 

@@ -28,8 +28,9 @@ class Background:
         task.add_done_callback(self._done)
 
     def offload(self, coro: Coroutine[Any, Any, Any], most: int = 256) -> bool:
-        """Run ``coro`` beside the caller unless ``most`` tasks are already running (a slow
-        store must not pile up writes without bound: the caller then awaits it itself)."""
+        """Run ``coro`` beside the caller unless ``most`` background tasks (the gateway's few
+        loops count too) are already running or closing has begun: a slow store must not pile
+        up writes without bound — the caller then awaits ``coro`` itself."""
         if len(self._tasks) >= most or self.stopping.is_set():
             return False
         self.spawn(coro)
