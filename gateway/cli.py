@@ -29,7 +29,8 @@ def serve(
     config: Annotated[str | None, typer.Option(help="YAML settings file (SEMCACHE_CONFIG)")] = None,
     workers: Annotated[int, typer.Option(
         min=1, help="Worker processes on this host; they share the store like replicas "
-        "(each loads its own model and indexes)")] = 1,
+        "(each keeps its own indexes; on a GPU one process embeds for all of them, see "
+        "SEMCACHE_EMBEDDING_SHARED)")] = 1,
 ) -> None:
     """Run the gateway."""
     import uvicorn
@@ -73,12 +74,30 @@ def serve(
         os.environ["SEMCACHE_REPLICA_SYNC"] = "true"
     if settings.embedding_threads == 0:  # the workers share the cores instead of each taking all
         os.environ["SEMCACHE_EMBEDDING_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    uvicorn.run(
-        "gateway.app:app_from_environment", factory=True, workers=workers,
-        host=settings.host, port=settings.port, log_level=settings.log_level,
-        proxy_headers=False, log_config=None,
-        http="gateway.httpserver:HeadDeadlineFromEnvironment",  # workers import it by name
-    )
+    import shutil
+
+    from gateway.embedding.process import start_process, wanted
+
+    embedding = None
+    if wanted(settings, workers):  # one model (on the GPU) embeds for all the workers
+        try:
+            embedding, socket_path = start_process(settings)
+        except RuntimeError as exc:
+            typer.echo(f"semcache serve: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        os.environ["SEMCACHE_EMBEDDING_SERVER"] = socket_path
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_environment", factory=True, workers=workers,
+            host=settings.host, port=settings.port, log_level=settings.log_level,
+            proxy_headers=False, log_config=None,
+            http="gateway.httpserver:HeadDeadlineFromEnvironment",  # workers import it by name
+        )
+    finally:
+        if embedding is not None:
+            embedding.terminate()
+            embedding.join(10)
+            shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
 
 
 @app.command()

