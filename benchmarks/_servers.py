@@ -8,13 +8,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 
 from gateway.devtools.serverthread import free_port
 
-BIN = Path(sys.executable).parent / "semcache"
+# the CLI by module, not its console script: a machine may have the code on PYTHONPATH only
+CLI = [sys.executable, "-m", "gateway.cli"]
 
 
 def _wait(url: str, timeout: float = 120.0) -> None:
@@ -32,7 +32,7 @@ def _wait(url: str, timeout: float = 120.0) -> None:
 @contextmanager
 def fake_upstream(*extra: str) -> Iterator[str]:
     port = free_port()
-    proc = subprocess.Popen([str(BIN), "fake-upstream", "--port", str(port), "--chunk-delay-ms", "0",
+    proc = subprocess.Popen([*CLI, "fake-upstream", "--port", str(port), "--chunk-delay-ms", "0",
                              *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -49,7 +49,7 @@ def gateway(upstream: str, database_url: str, *args: str, **env: str) -> Iterato
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "SEMCACHE_LOG_LEVEL": "warning",
                "SEMCACHE_DATABASE_URL": database_url, **env}
     proc = subprocess.Popen(
-        [str(BIN), "serve", "--upstream", f"{upstream}/v1", "--port", str(port), *args],
+        [*CLI, "serve", "--upstream", f"{upstream}/v1", "--port", str(port), *args],
         env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait(f"http://127.0.0.1:{port}/readyz")

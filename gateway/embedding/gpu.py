@@ -63,6 +63,10 @@ class TorchEmbedder:
         log.info("torch embedding path ready on %s (CUDA graphs %s)", self.device,
                  "on" if self._use_graphs else "off")
 
+    @property
+    def uses_graphs(self) -> bool:
+        return self._use_graphs
+
     def encode(self, texts: list[str]) -> Vectors:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
