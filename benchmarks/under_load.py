@@ -45,10 +45,11 @@ PARAPHRASES = (
     "what is {}'s capital", "Could you tell me what the capital of {} is?",
 )
 
-# name, worker processes
-CONFIGS: list[tuple[str, int]] = [
-    ("1 process (default)", 1),
-    ("2 worker processes (--workers 2)", 2),
+# name, worker processes, environment
+CONFIGS: list[tuple[str, int, dict[str, str]]] = [
+    ("1 process (default)", 1, {}),
+    ("2 worker processes (--workers 2)", 2, {}),
+    ("--workers 2, one shared embedding process", 2, {"SEMCACHE_EMBEDDING_SHARED": "on"}),
 ]
 
 LUA = """
@@ -143,9 +144,9 @@ def measure(args: argparse.Namespace) -> str:
         for r in range(args.rounds):
             direct = wrk(up, path, miss, args.seconds, args.connections, False, tmp, unique=True)
             results.setdefault("direct", []).append(direct)
-            for c, (name, workers) in enumerate(CONFIGS):
+            for c, (name, workers, env) in enumerate(CONFIGS):
                 extra = ("--workers", str(workers)) if workers > 1 else ()
-                with gateway(up, f"sqlite:///{tmp}/r{r}-{c}.db", *extra) as gw:
+                with gateway(up, f"sqlite:///{tmp}/r{r}-{c}.db", *extra, **env) as gw:
                     seed(gw, workers)
                     wrk(gw, path, semantic[:64], 2, args.connections, True, tmp)  # warm
                     cpu = gateway_cpu(up)
@@ -186,7 +187,7 @@ def measure(args: argparse.Namespace) -> str:
         f"| fake upstream called directly | - | {base['rps']:.0f} | 1.00 | "
         f"{base['p50_ms']:.1f} | {base['p99_ms']:.1f} | {int(base['failed'])} |",
     ]
-    for name, _ in CONFIGS:
+    for name, _, _ in CONFIGS:
         for kind, label in (("semantic", "semantic hit"), ("exact", "exact-repeat hit"),
                             ("miss", "miss")):
             m = med(f"{name}|{kind}")
@@ -196,10 +197,10 @@ def measure(args: argparse.Namespace) -> str:
                 f"{m['p50_ms']:.1f} | {m['p99_ms']:.1f} | {int(m['failed'])} |")
     rounds = "; ".join(
         f"{name}: " + ", ".join(f"{x['rps']:.0f}" for x in results[name + "|semantic"])
-        for name, _ in CONFIGS)
+        for name, _, _ in CONFIGS)
     cpu = "; ".join(
         f"{name}: {statistics.median(x['cpu_ms'] for x in results[name + '|semantic']):.1f} ms"
-        for name, _ in CONFIGS)
+        for name, _, _ in CONFIGS)
     lines += [
         "", f"Semantic hits/s in each round — {rounds}.", "",
         f"Gateway CPU time per semantic hit (all its processes and threads, median round) — "

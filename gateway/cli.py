@@ -72,20 +72,18 @@ def serve(
     os.environ["SEMCACHE_CLIENT_HEADER_TIMEOUT_S"] = str(settings.client_header_timeout_s)
     if settings.replica_sync is None:
         os.environ["SEMCACHE_REPLICA_SYNC"] = "true"
-    if settings.embedding_threads == 0:  # the workers share the cores instead of each taking all
-        os.environ["SEMCACHE_EMBEDDING_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
-    import shutil
-
-    from gateway.embedding.process import start_process, wanted
+    from gateway.embedding.process import EmbeddingProcess, wanted
 
     embedding = None
-    if wanted(settings, workers):  # one model (on the GPU) embeds for all the workers
+    if wanted(settings, workers):  # one process embeds for all the workers, with all the cores
         try:
-            embedding, socket_path = start_process(settings)
+            embedding = EmbeddingProcess()
         except RuntimeError as exc:
             typer.echo(f"semcache serve: {exc}", err=True)
             raise typer.Exit(1) from exc
-        os.environ["SEMCACHE_EMBEDDING_SERVER"] = socket_path
+        os.environ["SEMCACHE_EMBEDDING_SERVER"] = embedding.path
+    elif settings.embedding_threads == 0:  # the workers share the cores, not each takes all
+        os.environ["SEMCACHE_EMBEDDING_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     try:
         uvicorn.run(
             "gateway.app:app_from_environment", factory=True, workers=workers,
@@ -95,9 +93,7 @@ def serve(
         )
     finally:
         if embedding is not None:
-            embedding.terminate()
-            embedding.join(10)
-            shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+            embedding.stop()
 
 
 @app.command()

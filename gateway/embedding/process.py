@@ -1,6 +1,7 @@
 """The shared embedding process of ``serve --workers N`` (``shared.py``): whether to start one,
 and its life: started before the workers, ready once its model is loaded and its socket bound,
-gone with its parent (``serve`` stops it; if ``serve`` is killed, it notices and exits)."""
+started again when it dies, gone with its parent (``serve`` stops it; if ``serve`` is killed,
+it notices and exits)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,24 +39,56 @@ def wanted(settings: Settings, workers: int) -> bool:
     return device.startswith("cuda")
 
 
-def start_process(settings: Settings, timeout_s: float = 300.0) -> tuple[Any, str]:
-    """The embedding process, started and ready (its model loaded, its socket bound), and the
-    socket's path. Raises ``EmbeddingUnavailable`` if it dies or is not ready in time."""
-    path = str(Path(tempfile.mkdtemp(prefix="semcache-embed-")) / "embed.sock")
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Event()
-    # the child reads its settings from the environment, as the workers do
-    proc = ctx.Process(target=_serve, args=(path, ready), name="semcache-embedding", daemon=True)
-    proc.start()
-    waited = 0.0
-    while not ready.wait(0.5):
-        waited += 0.5
-        if not proc.is_alive() or waited >= timeout_s:
-            proc.kill()
-            raise EmbeddingUnavailable(
-                f"the embedding process did not start (exit code {proc.exitcode})")
-    log.info("shared embedding process %d ready at %s", proc.pid, path)
-    return proc, path
+class EmbeddingProcess:
+    """The process, kept running: started and ready (its model loaded, its socket bound) before
+    the constructor returns, started again at the same socket when it dies, stopped by
+    ``stop``. Raises ``EmbeddingUnavailable`` when the first start fails or takes too long."""
+
+    def __init__(self, timeout_s: float = 300.0, retry_s: float = 1.0):
+        self.path = str(Path(tempfile.mkdtemp(prefix="semcache-embed-")) / "embed.sock")
+        self.timeout_s, self.retry_s, self.restarts = timeout_s, retry_s, 0
+        self._stopping = threading.Event()
+        self.proc = self._spawn()
+        self._watch = threading.Thread(target=self._keep_running, name="embedding-watch",
+                                       daemon=True)
+        self._watch.start()
+
+    def _spawn(self) -> Any:
+        ctx = multiprocessing.get_context("spawn")
+        ready = ctx.Event()
+        # the child reads its settings from the environment, as the workers do
+        proc = ctx.Process(target=_serve, args=(self.path, ready), name="semcache-embedding",
+                           daemon=True)
+        proc.start()
+        deadline = time.monotonic() + self.timeout_s
+        while not ready.wait(0.5):
+            if not proc.is_alive() or time.monotonic() > deadline:
+                proc.kill()
+                raise EmbeddingUnavailable(
+                    f"the embedding process did not start (exit code {proc.exitcode})")
+        log.info("shared embedding process %d ready at %s", proc.pid, self.path)
+        return proc
+
+    def _keep_running(self) -> None:
+        while not self._stopping.is_set():
+            self.proc.join(0.5)
+            if self.proc.is_alive() or self._stopping.is_set():
+                continue
+            log.error("shared embedding process %d exited (code %s); starting it again",
+                      self.proc.pid, self.proc.exitcode)
+            try:
+                self.proc = self._spawn()
+                self.restarts += 1
+            except EmbeddingUnavailable:
+                log.exception("shared embedding process not restarted; retrying")
+            self._stopping.wait(self.retry_s)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._watch.join(self.timeout_s)
+        self.proc.terminate()
+        self.proc.join(10)
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
 def _serve(path: str, ready: Any) -> None:  # the child's main

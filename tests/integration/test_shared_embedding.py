@@ -188,11 +188,20 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
         while hits < 4 and time.monotonic() < deadline:
             hits += ask("what's the boiling point of water at sea level") == "hit"
         assert hits == 4
-        # the embedding process dies: requests still get answers, passed through (no 5xx)
+        # the embedding process dies: requests still get answers, passed through (no 5xx),
+        # exact repeats still hit, and serve starts the process again
         os.kill(pids[0], signal.SIGKILL)
-        time.sleep(0.5)
+        time.sleep(0.2)
         assert ask("How far is the Moon from the Earth?") in {"miss", "bypass"}
         assert ask("What is the boiling point of water at sea level?") == "hit"  # exact repeat
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and ask(
+                "what's the boiling point of water at sea level") != "hit":
+            time.sleep(0.5)
+        restarted = [int(m.group(1)) for line in list(lines)
+                     if (m := re.search(r"shared embedding process (\d+) ready", line))]
+        assert len(restarted) == 2 and restarted[1] != pids[0]
+        assert ask("what's the boiling point of water at sea level") == "hit"
     finally:
         proc.terminate()
         proc.wait(30)
