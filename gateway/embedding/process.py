@@ -95,7 +95,8 @@ def _serve(path: str, ready: Any) -> None:  # the child's main
     from gateway.config import Settings
     from gateway.logs import configure
 
-    settings = Settings()
+    # the environment names this process's own socket once the workers have it: not for us
+    settings = Settings().model_copy(update={"embedding_server": None})
     configure(settings.log_level)
     embedder = load_for(settings)
     server = EmbeddingServer(embedder, path, wait_s=settings.embedding_batch_wait_ms / 1000,
