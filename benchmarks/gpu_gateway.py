@@ -194,8 +194,10 @@ def seed_store(url: str, stored: list[bytes]) -> None:
             assert r.status_code == 200, r.text
             return r.headers["x-semcache"]
 
-        for b in stored:
-            ask(b)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:  # httpx.Client is thread-safe
+            list(pool.map(ask, stored))
         deadline = time.monotonic() + 60
         probes = stored[:: max(1, len(stored) // 64)] * 4
         while [ask(b) for b in probes].count("hit") < len(probes) \
@@ -241,32 +243,57 @@ def main() -> None:
     ap.add_argument("--section", default="gpu_gateway")
     args = ap.parse_args()
     stored, paraphrases = workload()
-    lines = []
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    head = [stamp(), "", f"GPU: {gpu}.", "",
+            "SQLite store, the fake upstream, all-MiniLM-L6-v2 "
+            f"({os.environ.get('SEMCACHE_BENCH_MODEL_NOTE', 'packaged weights')}).", ""]
+    encoder: list[str] = []
+    one: list[str] = []
+    rows: list[str] = []
+
+    def report(done: bool = False) -> None:
+        """The section as measured so far: a run cut short (a lent machine's time limit) still
+        leaves what it measured, and says so."""
+        lines = list(head)
+        if encoder:
+            lines += ["Embedding paths alone (one process, the batch of paraphrases encoded 100 "
+                      "times after 5 warm-ups; drift: largest difference from "
+                      "sentence-transformers):", "", "| path | batch | p50 ms | p99 ms | texts/s "
+                      "| drift |", "|---|---:|---:|---:|---:|---:|", *encoder, ""]
+        if one:
+            lines += ["One request at a time (1 process; semantic hits vs a bare `GET /healthz`; "
+                      "ms):", "", "| embedding | healthz p50 | semantic hit p50 | added p50 | "
+                      "hits/s |", "|---|---:|---:|---:|---:|", *one, ""]
+        if rows:
+            lines += [f"Under load ({args.load_procs} load processes x {args.conns} connections, "
+                      f"{args.seconds:.0f} s; moderate: 2 x 8 connections, added over "
+                      "`GET /healthz` at that load):", "",
+                      "| workers | shared embedding | batch wait ms | semantic hits/s (share) | "
+                      "p50 / p99 ms | exact hits/s | moderate: added p50 ms | CPU ms per hit | "
+                      "GPU util | errors |",
+                      "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
+        if not done:
+            lines.append("_The run stopped before its last configuration: what it measured._")
+        write_section(args.section, "\n".join(lines))
+        print("\n".join(lines[len(head):]), flush=True)
+
     if not args.skip_encoder and torch.cuda.is_available():
-        lines += ["Embedding paths alone (one process, the batch of paraphrases encoded 100 times "
-                  "after 5 warm-ups; drift: largest difference from sentence-transformers):", "",
-                  "| path | batch | p50 ms | p99 ms | texts/s | drift |",
-                  "|---|---:|---:|---:|---:|---:|", *encoder_rows(), ""]
-        print("\n".join(lines), flush=True)
+        encoder = encoder_rows()
+        report()
     tmp = Path(tempfile.mkdtemp())
-    one = []
     with fake_upstream() as upstream:
-        for name, env in () if args.skip_one else (("GPU, CUDA graphs", {}),
-                          ("this machine's CPU (ONNX Runtime, 4 threads)",
-                           {"SEMCACHE_EMBEDDING_DEVICE": "cpu", "SEMCACHE_EMBEDDING_THREADS": "4"})):
+        for name, env in () if args.skip_one else (
+                ("GPU, CUDA graphs", {}),
+                ("this machine's CPU (ONNX Runtime, 4 threads)",
+                 {"SEMCACHE_EMBEDDING_DEVICE": "cpu", "SEMCACHE_EMBEDDING_THREADS": "4"})):
             db = f"sqlite:///{tmp / f'one-{len(one)}.db'}"
             first = set(COUNTRIES[:20])
             mine_stored = [b for b in stored if _country(b) in first]
             mine = [b for b in paraphrases if _country(b) in first]
             one.append(f"| {name} | " + one_at_a_time(upstream, db, mine_stored, mine, env) + " |")
-            print(one[-1], flush=True)
-        lines += ["One request at a time (1 process; semantic hits vs a bare `GET /healthz`; ms):",
-                  "", "| embedding | healthz p50 | semantic hit p50 | added p50 | hits/s |",
-                  "|---|---:|---:|---:|---:|", *one, ""]
-        rows = []
+            report()
         for workers in args.workers:
             for shared, wait in (v.split(":") for v in args.variants):
                 db = f"sqlite:///{tmp / f'w{workers}-{shared}-{wait}.db'}"
@@ -291,19 +318,9 @@ def main() -> None:
                     f"{f['p50']:.1f} / {f['p99']:.1f} | {e['rps']:,.0f} | "
                     f"{m['p50'] - h:.2f} ({m['rps']:,.0f}/s) | {cpu / max(1, hits) * 1000:.2f} | "
                     f"{util:.0f}% | {sum(len(v) for k, v in full.items() if k.startswith('status'))} |")
-                print(rows[-1], {k: len(v) for k, v in full.items()}, flush=True)
-        lines += [f"Under load ({args.load_procs} load processes x {args.conns} connections, "
-                  f"{args.seconds:.0f} s; moderate: 2 x 8 connections, added over `GET /healthz` "
-                  "at that load):", "",
-                  "| workers | shared embedding | batch wait ms | semantic hits/s (share) | "
-                  "p50 / p99 ms | exact hits/s | moderate: added p50 ms | CPU ms per hit | "
-                  "GPU util | errors |",
-                  "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows]
-    head = [stamp(), "", f"GPU: {gpu}.", "",
-            "SQLite store, the fake upstream, all-MiniLM-L6-v2 "
-            f"({os.environ.get('SEMCACHE_BENCH_MODEL_NOTE', 'packaged weights')}).", ""]
-    write_section(args.section, "\n".join(head + lines))
-    print("\n".join(head + lines))
+                print({k: len(v) for k, v in full.items()}, flush=True)
+                report()
+    report(done=True)
 
 
 if __name__ == "__main__":
