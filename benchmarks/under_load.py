@@ -207,6 +207,10 @@ def measure(args: argparse.Namespace) -> str:
         f"{cpu}. Hits/s can be at most the cores the gateway gets divided by this; "
         "most of it is the embedding (ONNX Runtime, fp32), the rest HTTP, the cache's Python "
         "and the store read.",
+        "", "The shared-embedding row is `SEMCACHE_EMBEDDING_SHARED=on`: one process embeds for "
+        "both workers and batches across them. It is meant for a GPU (`auto` turns it on only "
+        "there); on CPU cores it adds two socket hops per batch and leaves the embedding to one "
+        "process, which this row measures.",
     ]
     return "\n".join(lines)
 
