@@ -6,7 +6,10 @@ section of docs/BENCHMARKS.md (absolute figures: run it on the GPU machine).
 
 Workload: 1,000 stored questions (10 question families x 100 countries), asked in two other
 wordings each (2,000 paraphrases, never the stored text, so a hit is a semantic one unless that
-paraphrase missed once and was stored). Load comes from raw HTTP/1.1 keep-alive connections in
+paraphrase missed once and was stored). The wordings are ones the shipped verifier accepts (each
+checked one at a time on 12 countries, 2026-12-02: 12 of 12; "known for" for "famous for" and
+"When is" for "What is the best time to visit" were refused and replaced), so the load is
+semantic hits, not misses. Load comes from raw HTTP/1.1 keep-alive connections in
 ``--load-procs`` processes (a Python HTTP client library would be the bottleneck); every response
 is counted by its `x-semcache` header (exact repeats: similarity 1.0000). CPU per hit: the CPU
 time of every gateway process (workers, the shared embedding process, the parent) over the run,
@@ -48,9 +51,10 @@ FAMILIES = (
      "How is the climate in {}?"),
     ("Give me a short history of {}.", "Tell me a short history of {}.",
      "Can you give me a brief history of {}?"),
-    ("What food is {} famous for?", "What foods is {} famous for?", "Which food is {} known for?"),
-    ("When is the best time to visit {}?", "What is the best time to visit {}?",
-     "When's the best time of year to visit {}?"),
+    ("What food is {} famous for?", "What foods is {} famous for?",
+     "Which food is {} famous for?"),
+    ("What are the main exports of {}?", "What are {}'s main exports?",
+     "Which are the main exports of {}?"),
     ("Describe the flag of {}.", "What does the flag of {} look like?", "Describe {}'s flag."),
     ("What is the most popular sport in {}?", "Which sport is most popular in {}?",
      "What's the most popular sport in {}?"),
