@@ -38,6 +38,7 @@ _HELLO = struct.Struct("<I")
 _REQUEST = struct.Struct("<IBI")
 _REPLY = struct.Struct("<IiI")
 QUERY, BULK = 0, 1
+MAX_REQUEST_BYTES = 64 << 20
 
 
 class EmbeddingUnavailable(RuntimeError):
@@ -75,6 +76,9 @@ class EmbeddingServer:
         try:
             while True:
                 req_id, kind, size = _REQUEST.unpack(await reader.readexactly(_REQUEST.size))
+                if size > MAX_REQUEST_BYTES:
+                    log.warning("embedding request of %d bytes refused; connection closed", size)
+                    break
                 payload = await reader.readexactly(size)
                 task = asyncio.create_task(self._answer(writer, req_id, kind, payload))
                 answers.add(task)
@@ -127,6 +131,8 @@ class RemoteEmbedder:
 
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self._ids = itertools.count(1)
+        # the calls waiting on the current connection: each connection has its own, so a lost
+        # one fails only its own calls and a reply can only ever meet its own request
         self._pending: dict[int, asyncio.Future[Vectors]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
@@ -142,63 +148,86 @@ class RemoteEmbedder:
             raise EmbeddingUnavailable(f"embedding process at {self.path}: {exc}") from exc
         with sock:
             (size,) = _HELLO.unpack(_read(sock, _HELLO.size))
-            yield sock, orjson.loads(_read(sock, size))
+            hello = orjson.loads(_read(sock, size))
+            if hasattr(self, "dim"):
+                self._same_model(hello)
+            yield sock, hello
+
+    def _same_model(self, hello: dict[str, Any]) -> None:
+        """A process started again must embed with the model this worker's index was built
+        with: vectors of another model would be compared with the stored ones."""
+        if (int(hello["dim"]), str(hello["name"])) != (self.dim, self.name):
+            raise EmbeddingUnavailable(
+                f"embedding process at {self.path} now serves {hello['name']} "
+                f"(dim {hello['dim']}), not {self.name} (dim {self.dim})")
 
     def encode(self, texts: list[str]) -> Vectors:
         body = orjson.dumps(texts)
         with self._blocking() as (sock, _):
             sock.sendall(_REQUEST.pack(0, BULK, len(body)) + body)
             _, rows, size = _REPLY.unpack(_read(sock, _REPLY.size))
-            return self._vectors(rows, _read(sock, size))
+            return self._checked(self._vectors(rows, _read(sock, size)), texts)
+
+    @staticmethod
+    def _checked(vecs: Vectors, texts: list[str]) -> Vectors:
+        if len(vecs) != len(texts):  # never hand a query another one's vector
+            raise EmbeddingUnavailable(f"{len(vecs)} vectors for {len(texts)} texts")
+        return vecs
 
     async def aencode(self, texts: list[str], *, bulk: bool = False) -> Vectors:
-        writer = await self._connect()
+        writer, pending = await self._connect()
         req_id = next(self._ids) & 0xFFFFFFFF
         fut: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
-        self._pending[req_id] = fut
+        pending[req_id] = fut
         body = orjson.dumps(texts)
         writer.write(_REQUEST.pack(req_id, BULK if bulk else QUERY, len(body)) + body)
         try:
-            return await fut
+            return self._checked(await fut, texts)
         finally:
-            self._pending.pop(req_id, None)
+            pending.pop(req_id, None)
 
-    async def _connect(self) -> asyncio.StreamWriter:
+    async def _connect(self) -> tuple[asyncio.StreamWriter, dict[int, asyncio.Future[Vectors]]]:
         async with self._connecting:
             if self._writer is not None and not self._writer.is_closing():
-                return self._writer
+                return self._writer, self._pending
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_unix_connection(self.path), self.timeout_s)
                 (size,) = _HELLO.unpack(await reader.readexactly(_HELLO.size))
-                await reader.readexactly(size)
+                hello = orjson.loads(await reader.readexactly(size))
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 raise EmbeddingUnavailable(f"embedding process at {self.path}: {exc}") from exc
-            self._writer = writer
-            self._reading = asyncio.create_task(self._read_replies(reader, writer))
-            return writer
+            try:
+                self._same_model(hello)
+            except EmbeddingUnavailable:
+                writer.close()
+                raise
+            self._writer, self._pending = writer, {}
+            self._reading = asyncio.create_task(
+                self._read_replies(reader, writer, self._pending))
+            return writer, self._pending
 
-    async def _read_replies(self, reader: asyncio.StreamReader,
-                            writer: asyncio.StreamWriter) -> None:
+    async def _read_replies(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                            pending: dict[int, asyncio.Future[Vectors]]) -> None:
         error: Exception = EmbeddingUnavailable(f"embedding process at {self.path} went away")
         try:
             while True:
                 req_id, rows, size = _REPLY.unpack(await reader.readexactly(_REPLY.size))
                 body = await reader.readexactly(size)
-                fut = self._pending.get(req_id)
+                fut = pending.get(req_id)
                 if fut is None or fut.done():
                     continue
                 try:
                     fut.set_result(self._vectors(rows, body))
-                except EmbeddingUnavailable as exc:
-                    fut.set_exception(exc)
+                except (EmbeddingUnavailable, ValueError) as exc:
+                    fut.set_exception(EmbeddingUnavailable(str(exc)))
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             error = EmbeddingUnavailable(f"embedding process at {self.path} went away ({exc})")
         finally:
             writer.close()
             if self._writer is writer:
                 self._writer = None
-            for fut in self._pending.values():  # the calls it will never answer
+            for fut in pending.values():  # the calls it will never answer
                 if not fut.done():
                     fut.set_exception(error)
 

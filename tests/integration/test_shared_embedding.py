@@ -141,6 +141,40 @@ async def test_a_lost_process_fails_the_waiting_calls_and_is_reached_again(
         server.stop()
 
 
+class _OtherModel:
+    """The same vectors under another model's name, as a process restarted with another
+    SEMCACHE_EMBEDDING_MODEL would announce itself."""
+
+    def __init__(self, inner: SentenceTransformerEmbedder):
+        self.inner, self.dim, self.name = inner, inner.dim, "another-model"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.inner.encode(texts)
+
+
+async def test_a_process_back_with_another_model_is_refused(
+    embedder: SentenceTransformerEmbedder, socket_path: str,
+) -> None:
+    server = _ServerThread(embedder, socket_path)
+    remote = RemoteEmbedder(socket_path, timeout_s=5)
+    try:
+        await remote.aencode(["hello there"])
+        server.stop()
+        server = _ServerThread(_OtherModel(embedder), socket_path)  # type: ignore[arg-type]
+        with pytest.raises(EmbeddingUnavailable):  # the call on the lost connection
+            await remote.aencode(["hello there"])
+        # its vectors would be compared with the index built from the first model's: refused,
+        # on every call, not only the first
+        for _ in range(2):
+            with pytest.raises(EmbeddingUnavailable, match="another-model"):
+                await remote.aencode(["hello there"])
+        with pytest.raises(EmbeddingUnavailable, match="another-model"):
+            await asyncio.to_thread(remote.encode, ["hello there"])
+    finally:
+        await remote.aclose()
+        server.stop()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
