@@ -5,6 +5,7 @@ packaged model; the end-to-end case through the official openai client over HTTP
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -195,6 +196,7 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
                               daemon=True)
     reader.start()
+    stack = contextlib.ExitStack()  # closes the openai client (its pooled connections)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -207,7 +209,8 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
         pids = [int(m.group(1)) for line in list(lines)
                 if (m := re.search(r"shared embedding process (\d+) ready", line))]
         assert len(pids) == 1, "serve should start exactly one embedding process"
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        client = stack.enter_context(
+            openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0))
 
         def ask(q: str) -> str:
             raw = client.chat.completions.with_raw_response.create(
@@ -237,6 +240,7 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
         assert len(restarted) == 2 and restarted[1] != pids[0]
         assert ask("what's the boiling point of water at sea level") == "hit"
     finally:
+        stack.close()
         proc.terminate()
         proc.wait(30)
         reader.join(10)
