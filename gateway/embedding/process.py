@@ -11,6 +11,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -18,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.embedding.loader import load_for
-from gateway.embedding.models import resolve_device
 from gateway.embedding.shared import EmbeddingServer, EmbeddingUnavailable
 
 if TYPE_CHECKING:
@@ -35,8 +36,20 @@ def wanted(settings: Settings, workers: int) -> bool:
         return settings.embedding_shared == "on"
     device = settings.embedding_device
     if device == "auto":
-        device = resolve_device(device)
+        return _cuda_available()
     return device.startswith("cuda")
+
+
+def _cuda_available() -> bool:
+    """What ``resolve_device("auto")`` would say, asked of a short-lived child: torch imported
+    here would stay in the memory of ``serve``'s supervisor process for as long as it runs."""
+    probe = "import torch; print(torch.cuda.is_available())"
+    try:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.stdout.strip() == "True"
 
 
 class EmbeddingProcess:
