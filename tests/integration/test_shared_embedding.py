@@ -248,11 +248,13 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
 
 
 def test_when_serve_starts_a_shared_process() -> None:
+    import torch
+
     from gateway.config import Settings
     from gateway.embedding.process import wanted
 
     assert not wanted(Settings(), 1)  # one process embeds for itself
-    assert not wanted(Settings(), 2)  # auto, and this machine has no GPU
+    assert wanted(Settings(), 2) == torch.cuda.is_available()  # auto: on a GPU
     assert wanted(Settings(embedding_shared="on"), 2)
     assert wanted(Settings(embedding_device="cuda"), 2)
     assert not wanted(Settings(embedding_device="cuda", embedding_shared="off"), 2)
