@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import openai
+import orjson
 import pytest
 
 from gateway.devtools.serverthread import ServerThread, free_port
@@ -256,3 +257,32 @@ def test_when_serve_starts_a_shared_process() -> None:
     assert wanted(Settings(embedding_device="cuda"), 2)
     assert not wanted(Settings(embedding_device="cuda", embedding_shared="off"), 2)
     assert not wanted(Settings(embedding_shared="on", cache_enabled=False), 2)
+
+
+async def test_a_reply_with_the_wrong_number_of_vectors_is_refused(
+    embedder: SentenceTransformerEmbedder, shared: _ServerThread, socket_path: str,
+) -> None:
+    """A process that answered two texts with one vector would hand a query another's vector:
+    the worker refuses the reply instead of zipping what it got."""
+    remote = RemoteEmbedder(socket_path, timeout_s=5)
+    shared.stop()
+    hello = orjson.dumps({"dim": embedder.dim, "name": embedder.name})
+    one = embedder.encode(["hello"]).tobytes()
+
+    async def short_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(struct.pack("<I", len(hello)) + hello)
+        req_id, _, size = struct.unpack("<IBI", await reader.readexactly(9))
+        await reader.readexactly(size)
+        writer.write(struct.pack("<IiI", req_id, 1, len(one)) + one)  # one vector for two texts
+        await writer.drain()
+        await reader.read()  # until the worker goes away
+        writer.close()
+
+    server = await asyncio.start_unix_server(short_server, path=socket_path)
+    try:
+        with pytest.raises(EmbeddingUnavailable, match="1 vectors for 2 texts"):
+            await remote.aencode(["hello", "there"])
+    finally:
+        await remote.aclose()
+        server.close()
+        await server.wait_closed()
