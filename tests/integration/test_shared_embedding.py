@@ -269,7 +269,10 @@ async def test_a_reply_with_the_wrong_number_of_vectors_is_refused(
     hello = orjson.dumps({"dim": embedder.dim, "name": embedder.name})
     one = embedder.encode(["hello"]).tobytes()
 
+    accepted: list[asyncio.StreamWriter] = []
+
     async def short_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
         writer.write(struct.pack("<I", len(hello)) + hello)
         req_id, _, size = struct.unpack("<IBI", await reader.readexactly(9))
         await reader.readexactly(size)
@@ -284,5 +287,9 @@ async def test_a_reply_with_the_wrong_number_of_vectors_is_refused(
             await remote.aencode(["hello", "there"])
     finally:
         await remote.aclose()
+        for w in accepted:  # a closed server leaves its connections open
+            w.close()
+            with contextlib.suppress(ConnectionError):
+                await w.wait_closed()
         server.close()
         await server.wait_closed()
