@@ -127,6 +127,7 @@ def run_config(replicas: int, routing: str, fmt: str, payloads: list[dict[str, A
     with ExitStack() as stack:
         urls = [stack.enter_context(llama_server(
             free_port(), n_ctx=args.ctx, threads=threads, gpu_layers=args.gpu_layers,
+            parallel=args.parallel,
             model=args.model)) for _ in range(replicas)]
         settings = Settings(cache_enabled=False, routing=routing,  # type: ignore[arg-type]
                             backends=[{"url": u, "chunk_format": fmt} for u in urls],
@@ -151,6 +152,9 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=8)
     ap.add_argument("--ctx", type=int, default=4096)
     ap.add_argument("--gpu-layers", type=int, default=0)
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="slots per llama-server (each --ctx tokens): more passage sets stay in the "
+                    "engine's own KV cache instead of its host-RAM prompt cache")
     ap.add_argument("--model", type=Path, default=None, help="another GGUF (default: SmolLM2)")
     ap.add_argument("--random-model", choices=("tiny", "1b", "8b"), default=None,
                     help="a llama-shaped GGUF with random weights (benchmarks/random_gguf.py, "
@@ -202,7 +206,8 @@ def main() -> None:
     lines = [f"## KV-chunk reuse on real llama.cpp servers (`benchmarks/kv_live.py`, {args.label})",
              "", stamp(), "",
              f"Model: {model_note}. llama-server from the "
-             f"llama-cpp-python 0.3.36 sdist, `--cache-reuse 64 --cache-ram 2048`, "
+             "llama-cpp-python 0.3.36 sdist, "
+             f"`--cache-reuse 64 --cache-ram 2048 --parallel {args.parallel}`, "
              f"`-ngl {args.gpu_layers}`; {args.requests} streamed requests of {args.per_request} "
              f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
              "random order) and a new question, the gateway's cache off so every request reaches an "
