@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -117,6 +118,10 @@ async def drive(url: str, payloads: list[dict[str, Any]], concurrency: int,
     return results, time.perf_counter() - start
 
 
+def swap_summary(ms: list[float]) -> str:
+    return f"{len(ms)} × {statistics.median(ms):.1f} ms" if ms else "0"
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -125,11 +130,14 @@ def pct(xs: list[float], q: float) -> float:
 def run_config(replicas: int, routing: str, fmt: str, payloads: list[dict[str, Any]],
                args: argparse.Namespace) -> dict[str, Any]:
     threads = max(1, (os.cpu_count() or 2) // replicas) if not args.gpu_layers else 2
+    logs = ([args.server_logs / f"{replicas}-{routing}-{fmt}-{i}.log" for i in range(replicas)]
+            if args.server_logs else [None] * replicas)
     with ExitStack() as stack:
         urls = [stack.enter_context(llama_server(
             free_port(), n_ctx=args.ctx, threads=threads, gpu_layers=args.gpu_layers,
-            parallel=args.parallel,
-            model=args.model)) for _ in range(replicas)]
+            parallel=args.parallel, model=args.model, log_path=log,
+            cache_idle_slots=args.cache_idle_slots, cache_ram_mib=args.cache_ram,
+        )) for log in logs]
         settings = Settings(cache_enabled=False, routing=routing,  # type: ignore[arg-type]
                             backends=[{"url": u, "chunk_format": fmt} for u in urls],
                             backend_probe_interval_s=3600)
@@ -140,7 +148,17 @@ def run_config(replicas: int, routing: str, fmt: str, payloads: list[dict[str, A
             "cached": sum(r["cached"] for r in results),
             "ttft_p50": statistics.median(ttfts), "ttft_p99": pct(ttfts, 0.99),
             "prefill_p50": statistics.median(r["prefill_ms"] for r in results),
-            "rps": len(results) / wall, "texts": [r["text"] for r in results]}
+            "rps": len(results) / wall, "texts": [r["text"] for r in results],
+            "swaps_ms": swaps([p for p in logs if p is not None])}
+
+
+SWAP = re.compile(rb"prompt cache update took ([0-9.]+) ms")
+
+
+def swaps(logs: list[Path]) -> list[float]:
+    """Each time an engine moved a slot's KV to and from its host prompt cache, and how long it
+    took (from its trace log)."""
+    return [float(m.group(1)) for p in logs for m in SWAP.finditer(p.read_bytes())]
 
 
 def main() -> None:
@@ -156,6 +174,15 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1,
                     help="slots per llama-server (each --ctx tokens): more passage sets stay in the "
                     "engine's own KV cache instead of its host-RAM prompt cache")
+    ap.add_argument("--cache-ram", type=int, default=2048,
+                    help="llama-server's host prompt cache in MiB (0: none; slots are the only cache)")
+    ap.add_argument("--cache-idle-slots", action="store_true",
+                    help="leave llama-server's own default on: copy every idle slot's KV to the host "
+                    "prompt cache whenever a task starts (semcache launches it with "
+                    "--no-cache-idle-slots)")
+    ap.add_argument("--server-logs", type=Path, default=None,
+                    help="keep each llama-server's trace log in this folder and report how often "
+                    "and how long it swapped a slot's KV with its host prompt cache")
     ap.add_argument("--model", type=Path, default=None, help="another GGUF (default: SmolLM2)")
     ap.add_argument("--random-model", choices=("tiny", "1b", "8b"), default=None,
                     help="a llama-shaped GGUF with random weights (benchmarks/random_gguf.py, "
@@ -181,6 +208,8 @@ def main() -> None:
                       "(benchmarks/random_gguf.py; SmolLM2's tokenizer; timings only)")
     elif args.model is not None:
         model_note = f"{args.model.name}"
+    if args.server_logs:
+        args.server_logs.mkdir(parents=True, exist_ok=True)
     docs = passages(args.pool, args.sentences)
     reqs = workload(args.requests, args.pool, args.per_request, args.sets)
     payloads = [body(docs, chosen, q, 8) for chosen, q in reqs]
@@ -192,7 +221,8 @@ def main() -> None:
                 rows.append((n, routing, fmt, r))
                 if routing == "round-robin" and fmt == "none":
                     base[n] = r
-                print(n, routing, fmt, {k: v for k, v in r.items() if k != "texts"}, flush=True)
+                print(n, routing, fmt, {k: v for k, v in r.items() if k not in ("texts", "swaps_ms")},
+                      swap_summary(r["swaps_ms"]), flush=True)
     # does the canonical order change the answer? (1 replica, 32 tokens, temperature 0; not
     # asked of random weights, whose answers mean nothing)
     sample = reqs[: min(12, len(reqs))]
@@ -207,7 +237,8 @@ def main() -> None:
              "", stamp(), "",
              f"Model: {model_note}. llama-server from the "
              "llama-cpp-python 0.3.36 sdist, "
-             f"`--cache-reuse 64 --cache-ram 2048 --parallel {args.parallel}`, "
+             f"`--cache-reuse 64 --cache-ram {args.cache_ram} --parallel {args.parallel} "
+             f"--{'' if args.cache_idle_slots else 'no-'}cache-idle-slots`, "
              f"`-ngl {args.gpu_layers}`; {args.requests} streamed requests of {args.per_request} "
              f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
              "random order) and a new question, the gateway's cache off so every request reaches an "
@@ -215,17 +246,23 @@ def main() -> None:
              "report (`timings.prompt_n` / `cache_n`), summed; prefill: the engine's own "
              "`timings.prompt_ms`; "
              "TTFT: the first content event as the client sees it; ratios against round-robin with "
-             "chunks as sent at the same replica count.", "",
+             "chunks as sent at the same replica count"
+             + ("; KV swaps: how often the engines moved a slot's KV to and from their host prompt "
+                "cache (`--cache-ram`), from their trace logs, and the median time of one"
+                if args.server_logs else "") + ".", "",
              "| replicas | routing | format | computed | cached | computed vs RR as sent | "
-             "prefill p50 ms | prefill vs RR | TTFT p50 ms | TTFT p99 ms | TTFT p50 vs RR | req/s |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "prefill p50 ms | prefill vs RR | TTFT p50 ms | TTFT p99 ms | TTFT p50 vs RR | req/s |"
+             + (" KV swaps × p50 |" if args.server_logs else ""),
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             + ("---:|" if args.server_logs else "")]
     for n, routing, fmt, r in rows:
         b = base[n]
         lines.append(f"| {n} | {routing} | {fmt} | {r['computed']} | {r['cached']} | "
                      f"{r['computed'] / max(1, b['computed']):.2f} | {r['prefill_p50']:.1f} | "
                      f"{b['prefill_p50'] / max(1e-9, r['prefill_p50']):.1f}× | {r['ttft_p50']:.0f} | "
                      f"{r['ttft_p99']:.0f} | {b['ttft_p50'] / max(1e-9, r['ttft_p50']):.1f}× | "
-                     f"{r['rps']:.2f} |")
+                     f"{r['rps']:.2f} |"
+                     + (f" {swap_summary(r['swaps_ms'])} |" if args.server_logs else ""))
     if changed is not None:
         lines += ["", f"Reordering the passages into canonical order changed the answer (first "
                   f"32 tokens, temperature 0) in {changed} of {len(sample)} requests."]

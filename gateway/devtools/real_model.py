@@ -71,14 +71,21 @@ def check_server_installed() -> None:
 @contextmanager
 def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
                  parallel: int = 1, cache_reuse: int = 64, cache_ram_mib: int = 2048,
-                 gpu_layers: int = 0, model: Path | None = None,
+                 gpu_layers: int = 0, model: Path | None = None, log_path: Path | None = None,
+                 cache_idle_slots: bool = False,
                  startup_timeout: float = 120.0) -> Iterator[str]:
     """llama.cpp's server on loopback in a child process; yields its base URL (``.../v1``).
 
     ``n_ctx`` is per slot and small on purpose in tests: prompts beyond it get the server's own
     ``exceed_context_size_error`` (400), which the gateway must pass through. ``cache_reuse``:
     the shortest chunk (tokens) reused by KV shifting (0: exact prefixes only);
-    ``cache_ram_mib``: the host prompt cache (0: none)."""
+    ``cache_ram_mib``: the host prompt cache (0: none). ``cache_idle_slots``: the server's own
+    default copies every idle slot's KV into that cache each time a task starts, on the server's
+    one loop, so every slot waits for it (measured on an H200, 8B-shaped model: ~170 ms per task,
+    the whole of the TTFT floor); off here, a slot's KV still goes to the host cache when the
+    slot is taken for another prompt. ``log_path``: keep the server's log there,
+    at trace verbosity (``-lv 4``: it times each swap of a slot's KV to and from the host prompt
+    cache, "prompt cache update took … ms")."""
     import httpx
 
     binary = server_binary()
@@ -86,8 +93,12 @@ def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
            "--port", str(port), "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
            "--threads", str(threads or max(1, os.cpu_count() or 1)), "--alias", ALIAS,
            "--cache-reuse", str(cache_reuse), "--cache-ram", str(cache_ram_mib),
-           "--metrics", "--slots", "--n-gpu-layers", str(gpu_layers), "--no-webui"]
-    log = tempfile.TemporaryFile()  # not a pipe: a full pipe would stall the server
+           "--metrics", "--slots", "--n-gpu-layers", str(gpu_layers), "--no-webui",
+           "--cache-idle-slots" if cache_idle_slots else "--no-cache-idle-slots"]
+    if log_path is not None:
+        cmd += ["-lv", "4"]
+    # a file, not a pipe: a full pipe would stall the server
+    log = open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
