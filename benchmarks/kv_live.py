@@ -156,8 +156,9 @@ SWAP = re.compile(rb"prompt cache update took ([0-9.]+) ms")
 
 
 def swaps(logs: list[Path]) -> list[float]:
-    """Each time an engine moved a slot's KV to and from its host prompt cache, and how long it
-    took (from its trace log)."""
+    """Each time an engine swapped a slot's KV with its host prompt cache because the slot was
+    taken for another prompt, and how long it took (from its trace log). Idle-slot saves
+    (``--cache-idle-slots``) are not in it: the log does not time them."""
     return [float(m.group(1)) for p in logs for m in SWAP.finditer(p.read_bytes())]
 
 
@@ -182,7 +183,8 @@ def main() -> None:
                     "--no-cache-idle-slots)")
     ap.add_argument("--server-logs", type=Path, default=None,
                     help="keep each llama-server's trace log in this folder and report how often "
-                    "and how long it swapped a slot's KV with its host prompt cache")
+                    "and how long it swapped a slot's KV with its host prompt cache when the slot was taken "
+                    "for another prompt (idle-slot saves are not counted)")
     ap.add_argument("--model", type=Path, default=None, help="another GGUF (default: SmolLM2)")
     ap.add_argument("--random-model", choices=("tiny", "1b", "8b"), default=None,
                     help="a llama-shaped GGUF with random weights (benchmarks/random_gguf.py, "
@@ -247,8 +249,9 @@ def main() -> None:
              "`timings.prompt_ms`; "
              "TTFT: the first content event as the client sees it; ratios against round-robin with "
              "chunks as sent at the same replica count"
-             + ("; KV swaps: how often the engines moved a slot's KV to and from their host prompt "
-                "cache (`--cache-ram`), from their trace logs, and the median time of one"
+             + ("; KV swaps: how often the engines swapped a slot's KV with their host prompt "
+                "cache (`--cache-ram`) because the slot was taken for another prompt, from their "
+                "trace logs, and the median time of one (idle-slot saves not counted)"
                 if args.server_logs else "") + ".", "",
              "| replicas | routing | format | computed | cached | computed vs RR as sent | "
              "prefill p50 ms | prefill vs RR | TTFT p50 ms | TTFT p99 ms | TTFT p50 vs RR | req/s |"
