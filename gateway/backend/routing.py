@@ -4,7 +4,10 @@ A backend that already prefilled a chunk (a retrieved passage) keeps its KV cach
 prefix cache, LMCache's CacheBlend store) and can reuse it for the next request carrying that
 chunk. The gateway sees all traffic, so it keeps, per backend, a registry of the chunks it sent
 there (an LRU bounded by the backend's KV capacity in tokens, so its view matches what the
-engine can still hold) and sends each request where most of its chunk tokens already are.
+engine can still hold) and sends each request where most of its chunk tokens already are. For
+a prefix cache (``canonical-order``: llama.cpp, vLLM APC) what counts is the longest prefix of
+the request's chunks in canonical order held there, not chunks seen in other sets: the engine
+reuses a chunk's KV only after the same chunks before it.
 
 Affinity alone would pile popular chunks onto one replica, so the choice is bounded (consistent
 hashing with bounded loads, Mirrokni, Thorup & Zadimoghaddam, SODA 2018): a backend is eligible
@@ -68,6 +71,7 @@ class BackendState:
         self.engine_tokens = [0, 0]  # prompt tokens the engine reported: computed, from cache
         self._load, self._stamp, self._half_life = 0.0, time.monotonic(), half_life_s
         self.formatter = chunk_format.formatter(cfg, delimiter)
+        self.prefix = isinstance(self.formatter, chunk_format.CanonicalOrder)
 
     def load(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -76,16 +80,37 @@ class BackendState:
     def add_load(self, now: float) -> None:
         self._load, self._stamp = self.load(now) + 1.0, now
 
+    def entries(self, chunks: list[Chunk]) -> list[tuple[bytes, int]]:
+        """What the engine keeps of ``chunks``, as registry keys and their tokens. A prefix
+        cache (the ``canonical-order`` format) reuses the KV of a chunk only after the same
+        chunks before it: one key per prefix of the canonical order, so chunks this backend saw
+        in *other* sets do not count as held. Otherwise one key per chunk."""
+        if not self.prefix:
+            return [(c.digest, c.tokens) for c in chunks]
+        h = hashlib.blake2b(b"prefix", digest_size=16)
+        out = []
+        for digest, c in sorted({c.digest: c for c in chunks}.items()):
+            h.update(digest)
+            out.append((h.copy().digest(), c.tokens))
+        return out
+
     def held_tokens(self, chunks: list[Chunk]) -> int:
-        return sum(c.tokens for c in chunks if c.digest in self.registry)
+        if not self.prefix:
+            return sum(c.tokens for c in chunks if c.digest in self.registry)
+        held = 0
+        for key, tokens in self.entries(chunks):
+            if key not in self.registry:
+                break
+            held += tokens
+        return held
 
     def register(self, chunks: list[Chunk]) -> None:
-        for c in chunks:
-            if c.digest in self.registry:
-                self.registry.move_to_end(c.digest)
+        for key, tokens in self.entries(chunks):
+            if key in self.registry:
+                self.registry.move_to_end(key)
             else:
-                self.registry[c.digest] = c.tokens
-                self.registry_tokens += c.tokens
+                self.registry[key] = tokens
+                self.registry_tokens += tokens
         while self.registry_tokens > self.capacity and self.registry:
             _, tokens = self.registry.popitem(last=False)
             self.registry_tokens -= tokens
