@@ -137,6 +137,7 @@ def run_config(replicas: int, routing: str, fmt: str, payloads: list[dict[str, A
             free_port(), n_ctx=args.ctx, threads=threads, gpu_layers=args.gpu_layers,
             parallel=args.parallel, model=args.model, log_path=log,
             cache_idle_slots=args.cache_idle_slots, cache_ram_mib=args.cache_ram,
+            slot_prompt_similarity=args.slot_prompt_similarity,
         )) for log in logs]
         settings = Settings(cache_enabled=False, routing=routing,  # type: ignore[arg-type]
                             backends=[{"url": u, "chunk_format": fmt} for u in urls],
@@ -183,6 +184,9 @@ def main() -> None:
                     help="leave llama-server's own default on: copy every idle slot's KV to the host "
                     "prompt cache whenever a task starts (semcache launches it with "
                     "--no-cache-idle-slots)")
+    ap.add_argument("--slot-prompt-similarity", type=float, default=0.5,
+                    help="llama-server's --slot-prompt-similarity (its own default: 0.1; semcache "
+                    "launches it with 0.5)")
     ap.add_argument("--server-logs", type=Path, default=None,
                     help="keep each llama-server's trace log in this folder and report how often "
                     "and how long it swapped a slot's KV with its host prompt cache when the slot was taken "
@@ -249,7 +253,8 @@ def main() -> None:
              f"Model: {model_note}. llama-server from the "
              "llama-cpp-python 0.3.36 sdist, "
              f"`--cache-reuse 64 --cache-ram {args.cache_ram} --parallel {args.parallel} "
-             f"--{'' if args.cache_idle_slots else 'no-'}cache-idle-slots`, "
+             f"--{'' if args.cache_idle_slots else 'no-'}cache-idle-slots "
+             f"--slot-prompt-similarity {args.slot_prompt_similarity}`, "
              f"`-ngl {args.gpu_layers}`; {args.requests} streamed requests of {args.per_request} "
              f"passages (a pool of {args.pool}, Zipf 1.1 over {args.sets} passage sets, each in a "
              "random order) and a new question, the gateway's cache off so every request reaches an "

@@ -72,7 +72,7 @@ def check_server_installed() -> None:
 def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
                  parallel: int = 1, cache_reuse: int = 64, cache_ram_mib: int = 2048,
                  gpu_layers: int = 0, model: Path | None = None, log_path: Path | None = None,
-                 cache_idle_slots: bool = False,
+                 cache_idle_slots: bool = False, slot_prompt_similarity: float = 0.5,
                  startup_timeout: float = 120.0) -> Iterator[str]:
     """llama.cpp's server on loopback in a child process; yields its base URL (``.../v1``).
 
@@ -85,7 +85,13 @@ def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
     the whole of the TTFT floor); off here, a slot's KV still goes to the host cache when the
     slot is taken for another prompt. ``log_path``: keep the server's log there,
     at trace verbosity (``-lv 4``: it times each swap of a slot's KV to and from the host prompt
-    cache, "prompt cache update took … ms")."""
+    cache, "prompt cache update took … ms"). ``slot_prompt_similarity``: an idle slot is
+    reused for a request only when their common prefix is at least this share of the request's
+    prompt, else the least recently used slot is taken. At the server's default, 0.1, a passage
+    set that shares its first passage with another takes that set's slot while other slots sit
+    empty, and the two then evict each other (measured on the H200: 8 slots, 8 sets of 6
+    passages drawn from one pool: 61 cold prefills in 256 requests at 0.1, 34 at 0.5 — about one
+    per set and replica)."""
     import httpx
 
     binary = server_binary()
@@ -94,6 +100,7 @@ def llama_server(port: int, *, n_ctx: int = 1024, threads: int | None = None,
            "--threads", str(threads or max(1, os.cpu_count() or 1)), "--alias", ALIAS,
            "--cache-reuse", str(cache_reuse), "--cache-ram", str(cache_ram_mib),
            "--metrics", "--slots", "--n-gpu-layers", str(gpu_layers), "--no-webui",
+           "--slot-prompt-similarity", str(slot_prompt_similarity),
            "--cache-idle-slots" if cache_idle_slots else "--no-cache-idle-slots"]
     if log_path is not None:
         cmd += ["-lv", "4"]
