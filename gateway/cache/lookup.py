@@ -56,19 +56,37 @@ class Finder:
         self, key: RequestKey, category: Category, ranked: list[str],
         categories: dict[str, Category], vec: Vectors,
     ) -> Hit | None:
-        """The best verified entry in the query's category and the near-tied ones, or None."""
+        """The best verified entry in the query's category and the near-tied ones, or None.
+        The categories are searched in rank order, the first verified candidate wins; all of
+        their indexes are searched and the candidates' rows read in one store-thread call and
+        one query (a thread hop costs about what a search does: measured, one per category made
+        a miss near several categories pay it several times)."""
+        now = time.time()
+        load = self.load.factor
+        searched = [(categories[n], policy.match_threshold(category, categories[n], load))
+                    for n in ranked if categories[n].cacheable]
+        if not searched:
+            return None
+        try:
+            found, rows, partial = await self.store.call(
+                self.settings.store_lookup_timeout_s, self._search_and_read,
+                [(self.indexes[c.name], t) for c, t in searched], vec, key, now)
+        except StoreError as exc:
+            self.breaker.failed("read", exc)
+            return None
+        if rows is None and any(candidates for _, candidates in found):
+            self.breaker.failed("read")
+            return None
         nearest: float | None = None
-        for name in ranked:
-            neighbour = categories[name]
-            if not neighbour.cacheable:
-                continue
-            found = await self._lookup(key, category, neighbour, vec)
-            for reason, n in found.rejected.items():
+        for (neighbour, threshold), (near, candidates) in zip(searched, found, strict=True):
+            result = self._verify(key, category, neighbour, threshold, vec, candidates,
+                                  rows or {}, partial, now)
+            for reason, n in result.rejected.items():
                 self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
-            if found.hit is not None:
-                return found.hit
-            if found.nearest is not None:
-                nearest = max(nearest or -1.0, found.nearest)
+            if result.hit is not None:
+                return result.hit
+            if near is not None:
+                nearest = max(nearest or -1.0, near)
         if nearest is not None:
             self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
         return None
@@ -103,29 +121,13 @@ class Finder:
         self.hits.count(entry_id, now)
         return category, Hit(row, 1.0)
 
-    async def _lookup(
-        self, key: RequestKey, category: Category, searched: Category, vec: Vectors
+    def _verify(
+        self, key: RequestKey, category: Category, searched: Category, threshold: float,
+        vec: Vectors, candidates: list[tuple[int, float]], rows: dict[int, StoredEntry],
+        partial: set[int], now: float,
     ) -> Lookup:
-        """Search ``searched``'s index for the query classified as ``category``: a candidate
-        must pass the stricter threshold and the verification of both."""
-        now = time.time()
-        index = self.indexes[searched.name]
-        load = self.load.factor
-        threshold = policy.match_threshold(category, searched, load)
-        # one thread hop for both: a hop costs about as much CPU as the search itself; within
-        # the lookup's deadline, or the request passes through
-        try:
-            nearest, candidates, rows, partial = await self.store.call(
-                self.settings.store_lookup_timeout_s, self._search_and_read, index, vec,
-                threshold, key, now)
-        except StoreError as exc:
-            self.breaker.failed("read", exc)
-            return Lookup(None, None, {})
-        if not candidates:
-            return Lookup(None, nearest, {})
-        if rows is None:
-            self.breaker.failed("read")
-            return Lookup(None, nearest, {})
+        """``searched``'s candidates for the query classified as ``category``, read back: a
+        candidate must pass the stricter threshold and the verification of both."""
         rejected: dict[str, int] = {}
         for entry_id, sim in candidates:
             row = rows.get(entry_id)
@@ -153,30 +155,37 @@ class Finder:
                 rejected[reason] = rejected.get(reason, 0) + 1
                 continue
             self.hits.count(entry_id, now)
-            return Lookup(Hit(row, sim), nearest, rejected)
-        return Lookup(None, nearest, rejected)
+            return Lookup(Hit(row, sim), None, rejected)
+        return Lookup(None, None, rejected)
 
     def _search_and_read(
-        self, index: CategoryIndex, vec: Vectors, threshold: float, key: RequestKey, now: float,
-    ) -> tuple[float | None, list[tuple[int, float]], dict[int, StoredEntry] | None, set[int]]:
-        """Blocking: the nearest similarity, the candidates over ``threshold``, their rows
-        (None when the store failed), and those of the rows whose query the embedder did not
-        see whole (they serve exact repeats only)."""
-        with self.metrics.stage("search"):
-            near = index.search(vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
-                                context_hash=key.context_hash, now=now)
-        nearest = near[0][1] if near else None
-        candidates = [(i, s) for i, s in near if s >= threshold]
-        if not candidates:
-            return nearest, candidates, {}, set()
+        self, searched: list[tuple[CategoryIndex, float]], vec: Vectors, key: RequestKey,
+        now: float,
+    ) -> tuple[list[tuple[float | None, list[tuple[int, float]]]],
+               dict[int, StoredEntry] | None, set[int]]:
+        """Blocking: for each (index, threshold), the nearest similarity and the candidates over
+        the threshold; the rows of all the candidates (None when the store failed); and those
+        of the rows whose query the embedder did not see whole (they serve exact repeats
+        only)."""
+        found: list[tuple[float | None, list[tuple[int, float]]]] = []
+        for index, threshold in searched:
+            with self.metrics.stage("search"):
+                near = index.search(vec, k=self.settings.search_top_k,
+                                    scope_hash=key.scope_hash, context_hash=key.context_hash,
+                                    now=now)
+            found.append((near[0][1] if near else None,
+                          [(i, s) for i, s in near if s >= threshold]))
+        ids = list(dict.fromkeys(i for _, candidates in found for i, _ in candidates))
+        if not ids:
+            return found, {}, set()
         with self.metrics.stage("store_read"):
-            rows = self.store.get_many_or_none([i for i, _ in candidates])
+            rows = self.store.get_many_or_none(ids)
         if rows is None:
-            return nearest, candidates, None, set()
+            return found, None, set()
         embedder, max_chars = self.embedder, self.settings.max_query_chars
         partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
                    or unseen(embedder, row.query_text) is not None}
-        return nearest, candidates, rows, partial
+        return found, rows, partial
 
 
 def _similarity(row: StoredEntry, vec: Vectors) -> float:
