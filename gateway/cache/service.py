@@ -363,14 +363,16 @@ class CacheService:
         index = self.indexes[category.name]
         if not self.breaker.closed:  # the store is down or hung: the answer goes out uncached
             return
-        try:
+        meta = Meta(key.scope_hash, key.context_hash, entry.expires_at)
+
+        def insert_and_index() -> int:  # one thread hop for both
             with self.metrics.stage("store_write"):
-                entry_id = await self.store.call(self.settings.store_timeout_s,
-                                                 self.store.insert, entry)
-            await asyncio.to_thread(
-                index.add, [entry_id], vec.reshape(1, -1),
-                [Meta(key.scope_hash, key.context_hash, entry.expires_at)],
-            )
+                entry_id = self.store.insert(entry)
+            index.add([entry_id], vec.reshape(1, -1), [meta])  # only once it is committed
+            return entry_id
+
+        try:
+            entry_id = await self.store.call(self.settings.store_timeout_s, insert_and_index)
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
         except StoreError as exc:
