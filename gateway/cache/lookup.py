@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gateway.backend.load import LoadMonitor
 from gateway.cache import policy
 from gateway.cache.breaker import StoreBreaker
-from gateway.cache.index import CategoryIndex
 from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, normalise
 from gateway.cache.replies import Hit, token_bound
@@ -36,10 +35,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Lookup:
-    hit: Hit | None
-    nearest: float | None            # best similarity in scope, hit or not
-    rejected: dict[str, int]         # verifier's reasons for the candidates it refused
+class Found:
+    """What one search found, to be applied on the event loop."""
+
+    hit: Hit | None = None
+    nearest: float | None = None     # best similarity in scope, hit or not
+    rejected: dict[str, int] = field(default_factory=dict)  # the verifier's reasons
+    drops: list[tuple[str, int]] = field(default_factory=list)  # index labels to drop
+    failed: bool = False             # the store failed to read the candidates
 
 
 class Finder:
@@ -57,10 +60,10 @@ class Finder:
         categories: dict[str, Category], vec: Vectors,
     ) -> Hit | None:
         """The best verified entry in the query's category and the near-tied ones, or None.
-        The categories are searched in rank order, the first verified candidate wins; all of
-        their indexes are searched and the candidates' rows read in one store-thread call and
-        one query (a thread hop costs about what a search does: measured, one per category made
-        a miss near several categories pay it several times)."""
+        The categories are searched in rank order and the first verified candidate wins, all
+        in one store-thread call (a thread hop costs about what a search does: one per category
+        made a miss near several categories pay it several times); what the search finds out
+        about the indexes (labels to drop) and the hit count are applied here, on the loop."""
         now = time.time()
         load = self.load.factor
         searched = [(categories[n], policy.match_threshold(category, categories[n], load))
@@ -68,27 +71,24 @@ class Finder:
         if not searched:
             return None
         try:
-            found, rows, partial = await self.store.call(
-                self.settings.store_lookup_timeout_s, self._search_and_read,
-                [(self.indexes[c.name], t) for c, t in searched], vec, key, now)
+            found: Found = await self.store.call(
+                self.settings.store_lookup_timeout_s, self._find, key, category, searched, vec,
+                now)
         except StoreError as exc:
             self.breaker.failed("read", exc)
             return None
-        if rows is None and any(candidates for _, candidates in found):
+        for name, entry_id in found.drops:
+            self.indexes.drop(name, [entry_id])
+        for reason, n in found.rejected.items():
+            self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
+        if found.failed:
             self.breaker.failed("read")
             return None
-        nearest: float | None = None
-        for (neighbour, threshold), (near, candidates) in zip(searched, found, strict=True):
-            result = self._verify(key, category, neighbour, threshold, vec, candidates,
-                                  rows or {}, partial, now)
-            for reason, n in result.rejected.items():
-                self.metrics.verifier_rejections.labels(category.name, reason).inc(n)
-            if result.hit is not None:
-                return result.hit
-            if near is not None:
-                nearest = max(nearest or -1.0, near)
-        if nearest is not None:
-            self.metrics.miss_nearest_similarity.labels(category.name).observe(nearest)
+        if found.hit is not None:
+            self.hits.count(found.hit.entry.id, now)
+            return found.hit
+        if found.nearest is not None:
+            self.metrics.miss_nearest_similarity.labels(category.name).observe(found.nearest)
         return None
 
     async def exact(
@@ -121,22 +121,52 @@ class Finder:
         self.hits.count(entry_id, now)
         return category, Hit(row, 1.0)
 
+    def _find(
+        self, key: RequestKey, category: Category, searched: list[tuple[Category, float]],
+        vec: Vectors, now: float,
+    ) -> Found:
+        """Blocking, on a store thread: each category in turn, its index searched, the
+        candidates over its threshold read back and verified; the first that passes wins."""
+        found = Found()
+        for neighbour, threshold in searched:
+            with self.metrics.stage("search"):
+                near = self.indexes[neighbour.name].search(
+                    vec, k=self.settings.search_top_k, scope_hash=key.scope_hash,
+                    context_hash=key.context_hash, now=now)
+            if near:
+                found.nearest = max(found.nearest or -1.0, near[0][1])
+            candidates = [(i, s) for i, s in near if s >= threshold]
+            if not candidates:
+                continue
+            with self.metrics.stage("store_read"):
+                rows = self.store.get_many_or_none([i for i, _ in candidates])
+            if rows is None:
+                found.failed = True
+                return found
+            found.hit = self._verify(key, category, neighbour, threshold, vec, candidates,
+                                     rows, now, found)
+            if found.hit is not None:
+                return found
+        return found
+
     def _verify(
         self, key: RequestKey, category: Category, searched: Category, threshold: float,
         vec: Vectors, candidates: list[tuple[int, float]], rows: dict[int, StoredEntry],
-        partial: set[int], now: float,
-    ) -> Lookup:
-        """``searched``'s candidates for the query classified as ``category``, read back: a
-        candidate must pass the stricter threshold and the verification of both."""
-        rejected: dict[str, int] = {}
+        now: float, found: Found,
+    ) -> Hit | None:
+        """``searched``'s candidates for the query classified as ``category``: a candidate must
+        pass the stricter threshold and the verification of both."""
+        embedder, max_chars = self.embedder, self.settings.max_query_chars
         for entry_id, sim in candidates:
             row = rows.get(entry_id)
             if row is None:  # deleted behind our back (another replica, an operator)
-                self.indexes.drop(searched.name, [entry_id])
+                found.drops.append((searched.name, entry_id))
                 continue
             if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                    or row.context_hash != key.context_hash or entry_id in partial \
-                    or not key.fits(token_bound(row)):
+                    or row.context_hash != key.context_hash or not key.fits(token_bound(row)):
+                continue
+            # a row whose query the embedder did not see whole serves exact repeats only
+            if len(row.query_text) > max_chars or unseen(embedder, row.query_text) is not None:
                 continue
             # The index only proposes: the row's own vector must be as near as its label was
             # (a label that came to stand for another row can never serve that row's answer).
@@ -144,48 +174,17 @@ class Finder:
             if row.category != searched.name or own < threshold:
                 log.error("index label %d of %r does not match its stored row (similarity "
                           "%.4f, listed %.4f); dropped", entry_id, searched.name, own, sim)
-                self.indexes.drop(searched.name, [entry_id])
+                found.drops.append((searched.name, entry_id))
                 continue
-            sim = own
             with self.metrics.stage("verify"):
-                verdict = decide(key.text, row.query_text, sim, category, searched,
+                verdict = decide(key.text, row.query_text, own, category, searched,
                                  self.calibrator)
             if not verdict.ok:
                 reason = verdict.reason or "unknown"
-                rejected[reason] = rejected.get(reason, 0) + 1
+                found.rejected[reason] = found.rejected.get(reason, 0) + 1
                 continue
-            self.hits.count(entry_id, now)
-            return Lookup(Hit(row, sim), None, rejected)
-        return Lookup(None, None, rejected)
-
-    def _search_and_read(
-        self, searched: list[tuple[CategoryIndex, float]], vec: Vectors, key: RequestKey,
-        now: float,
-    ) -> tuple[list[tuple[float | None, list[tuple[int, float]]]],
-               dict[int, StoredEntry] | None, set[int]]:
-        """Blocking: for each (index, threshold), the nearest similarity and the candidates over
-        the threshold; the rows of all the candidates (None when the store failed); and those
-        of the rows whose query the embedder did not see whole (they serve exact repeats
-        only)."""
-        found: list[tuple[float | None, list[tuple[int, float]]]] = []
-        for index, threshold in searched:
-            with self.metrics.stage("search"):
-                near = index.search(vec, k=self.settings.search_top_k,
-                                    scope_hash=key.scope_hash, context_hash=key.context_hash,
-                                    now=now)
-            found.append((near[0][1] if near else None,
-                          [(i, s) for i, s in near if s >= threshold]))
-        ids = list(dict.fromkeys(i for _, candidates in found for i, _ in candidates))
-        if not ids:
-            return found, {}, set()
-        with self.metrics.stage("store_read"):
-            rows = self.store.get_many_or_none(ids)
-        if rows is None:
-            return found, None, set()
-        embedder, max_chars = self.embedder, self.settings.max_query_chars
-        partial = {i for i, row in rows.items() if len(row.query_text) > max_chars
-                   or unseen(embedder, row.query_text) is not None}
-        return found, rows, partial
+            return Hit(row, own)
+        return None
 
 
 def _similarity(row: StoredEntry, vec: Vectors) -> float:
