@@ -15,7 +15,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 import sqlalchemy as sa
@@ -32,14 +31,13 @@ from hypothesis.stateful import (
 )
 from starlette.datastructures import Headers
 
-from gateway.backend.upstream import Upstream
 from gateway.cache import sync, upkeep
 from gateway.cache.admin import CacheAdmin
 from gateway.cache.service import CacheService
 from gateway.config import Settings
 from gateway.embedding import SentenceTransformerEmbedder, Vectors
-from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest
+from tests.services import answer, start_service, stop_service
 
 # far apart from each other: no two are a legitimate semantic hit for one another
 QUESTIONS = [
@@ -52,22 +50,6 @@ QUESTIONS = [
 ]
 MODELS = ["model-a", "model-b"]
 KEYS = ["sk-tenant-1", "sk-tenant-2"]
-
-
-def answer(model: str, question: str, key: str = "") -> str:
-    return f"[{model}{key}] the answer to: {question}"
-
-
-def _upstream(request: httpx.Request) -> httpx.Response:
-    body = orjson.loads(request.content)
-    question = body["messages"][-1]["content"]
-    key = request.headers.get("authorization", "").removeprefix("Bearer ")
-    return httpx.Response(200, json={
-        "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": answer(body["model"], question, key)}}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
-    })
 
 
 class Memo:
@@ -110,16 +92,10 @@ def run_machine(database_url: str, tmp_path: Path, embedder: Any) -> None:
                 sweep_interval_s=3600, sync_interval_s=10, coalesce=False,
                 index_snapshot_dir=snapshots if snapshot else None,
             )
-            metrics = Metrics()
-            upstream = Upstream(settings, metrics, transport=httpx.MockTransport(_upstream))
-            svc = await CacheService.start(settings, upstream, metrics, embedder=memo)
-            await asyncio.wait_for(svc.warm.wait(), 30)
-            return svc
+            return await start_service(settings, memo)
 
         async def _stop(self, svc: CacheService) -> None:
-            upstream = svc.upstream
-            await svc.aclose()
-            await upstream.aclose()
+            await stop_service(svc)
 
         @initialize()
         def empty_store(self) -> None:
@@ -251,12 +227,8 @@ def test_a_label_that_stands_for_another_row_never_serves_it(
     async def scenario() -> None:
         settings = Settings(database_url=database_url, upstream_url="http://upstream.invalid/v1",
                             upstream_metrics_url="off", sweep_interval_s=3600, coalesce=False)
-        metrics = Metrics()
-        upstream = Upstream(settings, metrics, transport=httpx.MockTransport(_upstream))
-        svc = await CacheService.start(settings, upstream, metrics, embedder=embedder)
+        svc = await start_service(settings, embedder)
         try:
-            await asyncio.wait_for(svc.warm.wait(), 30)
-
             async def ask(q: str) -> tuple[str, str]:
                 data = {"model": "m", "messages": [{"role": "user", "content": q}]}
                 r = await svc.complete(Headers({}), orjson.dumps(data),
@@ -278,7 +250,6 @@ def test_a_label_that_stands_for_another_row_never_serves_it(
             assert (text, outcome) == (answer("m", a), "miss")
             assert b_id not in svc.indexes[category]  # the bad label is dropped
         finally:
-            await svc.aclose()
-            await upstream.aclose()
+            await stop_service(svc)
 
     asyncio.run(scenario())

@@ -8,27 +8,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import orjson
 from starlette.datastructures import Headers
 
-from gateway.backend.upstream import Upstream
 from gateway.cache.keys import chat_key
-from gateway.cache.service import CacheService
 from gateway.config import Settings
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.metrics import Metrics
 from gateway.protocol import ChatCompletionRequest
-
-
-def _upstream(request: httpx.Request) -> httpx.Response:
-    body = orjson.loads(request.content)
-    return httpx.Response(200, json={
-        "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop", "message": {
-            "role": "assistant", "content": "answer to " + body["messages"][-1]["content"]}}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 9, "total_tokens": 18},
-    })
+from tests.services import start_service, stop_service
 
 
 def test_one_store_call_searches_every_ranked_category(
@@ -37,12 +24,8 @@ def test_one_store_call_searches_every_ranked_category(
     async def scenario() -> None:
         settings = Settings(database_url=database_url, upstream_url="http://upstream.invalid/v1",
                             upstream_metrics_url="off", sweep_interval_s=3600, coalesce=False)
-        metrics = Metrics()
-        upstream = Upstream(settings, metrics, transport=httpx.MockTransport(_upstream))
-        svc = await CacheService.start(settings, upstream, metrics, embedder=embedder)
+        svc = await start_service(settings, embedder)
         try:
-            await asyncio.wait_for(svc.warm.wait(), 30)
-
             def request(q: str) -> ChatCompletionRequest:
                 return ChatCompletionRequest.model_validate(
                     {"model": "m", "messages": [{"role": "user", "content": q}]})
@@ -76,7 +59,6 @@ def test_one_store_call_searches_every_ranked_category(
             miss = await svc.finder.search(key, category, others, svc.categories, vec)
             assert miss is None and len(calls) == 1, calls
         finally:
-            await svc.aclose()
-            await upstream.aclose()
+            await stop_service(svc)
 
     asyncio.run(scenario())
