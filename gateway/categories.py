@@ -42,6 +42,16 @@ class Verification(BaseModel):
     # operating point `semcache tune --max-wrong-rate` measured on labelled pairs (it wins).
     max_wrong_rate: float | None = Field(None, gt=0.0, lt=1.0)
     min_probability: float | None = Field(None, ge=0.0, le=1.0)
+    # P(right) from the learned verifier (gateway/cache/verifier/learned.py: a cross-encoder
+    # beside the cosine) instead of the calibrated logistic; needs an operating point above
+    learned: bool = False
+
+    @model_validator(mode="after")
+    def _learned_needs_a_point(self) -> Verification:
+        if self.learned and self.max_wrong_rate is None and self.min_probability is None:
+            raise ValueError("verification.learned needs an operating point: max_wrong_rate "
+                             "or min_probability")
+        return self
 
 
 class Adaptive(BaseModel):

@@ -10,6 +10,7 @@ one store read, the same checks on the row.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +25,13 @@ from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
 from gateway.cache.upkeep import HitCounter
-from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator
+from gateway.cache.verifier.calibrated import (
+    CALIBRATION,
+    Scorer,
+    decide,
+    load_calibrator,
+    uses_learned,
+)
 from gateway.categories import Category
 from gateway.config import Settings
 from gateway.embedding import Embedder, Vectors, unseen
@@ -54,6 +61,22 @@ class Finder:
         self.metrics, self.hits, self.embedder, self.load = metrics, hits, embedder, load
         # a few numbers, read once; categories opt in to it (verification.max_wrong_rate)
         self.calibrator = load_calibrator(settings.verifier_calibration or CALIBRATION)
+        # the cross-encoder: loaded the first time a category asks for it (learned.py)
+        self._learned: Scorer | None = None
+        self._learned_lock = threading.Lock()
+
+    def learned_for(self, *categories: Category) -> Scorer | None:
+        """The learned verifier, loaded (blocking: ONNX export the first time, ~10 s) when
+        one of ``categories`` decides by it; else None."""
+        if not uses_learned(*categories):
+            return None
+        with self._learned_lock:
+            if self._learned is None:
+                from gateway.cache.verifier.learned import load_learned
+
+                self._learned = load_learned(self.settings.embedding_cache_dir,
+                                             threads=self.settings.embedding_threads)
+        return self._learned
 
     async def search(
         self, key: RequestKey, category: Category, ranked: list[str],
@@ -178,7 +201,7 @@ class Finder:
                 continue
             with self.metrics.stage("verify"):
                 verdict = decide(key.text, row.query_text, own, category, searched,
-                                 self.calibrator)
+                                 self.calibrator, self.learned_for(category, searched))
             if not verdict.ok:
                 reason = verdict.reason or "unknown"
                 found.rejected[reason] = found.rejected.get(reason, 0) + 1

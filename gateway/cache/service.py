@@ -128,6 +128,8 @@ class CacheService:
         store = Store(make_engine(settings.database_url, settings.store_timeout_s),
                       background_s=settings.store_timeout_s * 15)
         service = cls(settings, upstream, categories, batcher, classifier, store, metrics)
+        # a category on the learned verifier: its model is loaded before the first request
+        await asyncio.to_thread(service.finder.learned_for, *categories.values())
         for loop in (warmup.warm_up, upkeep.sweep_forever, upkeep.flush_hits_forever):
             service.background.spawn(loop(service))
         return service

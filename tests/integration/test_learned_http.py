@@ -1,0 +1,51 @@
+"""The learned verifier on the request path (official client, over HTTP): a category that opts
+in serves a reworded question and refuses the same words in an order that changes it — which
+the similarity alone serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from gateway.embedding import SentenceTransformerEmbedder
+from tests.conftest import GatewayFactory
+
+ORIGINAL = "Is a kilogram of iron heavier than a kilogram of feathers?"
+REWORDED = "Is a kilogram of iron heavier than a kilogram of feathers or not?"
+SWAPPED = "Is a kilogram of feathers heavier than a kilogram of iron?"  # cosine 0.996
+
+
+def _ask(client: openai.OpenAI, text: str) -> str:
+    raw = client.chat.completions.with_raw_response.create(
+        model="fake-small", messages=[{"role": "user", "content": text}],
+        extra_headers={"X-Semcache-Category": "factual"})
+    return raw.headers.get("x-semcache", "")
+
+
+def _gateway(gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
+             tmp_path: Path, verification: dict[str, object]) -> str:
+    overlay = tmp_path / f"overlay-{len(list(tmp_path.iterdir()))}.yaml"
+    overlay.write_text(yaml.safe_dump({"factual": {"verification": verification}}))
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{overlay}.db",
+                         categories_overlay=overlay)
+    return f"{gw.url}/v1"
+
+
+def test_a_learned_category_refuses_a_swap_the_similarity_serves(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+) -> None:
+    pytest.importorskip("torch")
+    learned = _gateway(gateway_factory, embedder, tmp_path,
+                       {"learned": True, "min_probability": 0.65})
+    with openai.OpenAI(base_url=learned, api_key="sk-learned", max_retries=0) as client:
+        assert _ask(client, ORIGINAL) == "miss"
+        assert _ask(client, REWORDED) == "hit"
+        assert _ask(client, SWAPPED) == "miss"    # the answer about iron is not served
+    # the control: without verification the same store serves the swap on similarity alone
+    plain = _gateway(gateway_factory, embedder, tmp_path, {"enabled": False})
+    with openai.OpenAI(base_url=plain, api_key="sk-plain", max_retries=0) as client:
+        assert _ask(client, ORIGINAL) == "miss"
+        assert _ask(client, SWAPPED) == "hit"
