@@ -25,13 +25,8 @@ from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
 from gateway.cache.upkeep import HitCounter
-from gateway.cache.verifier.calibrated import (
-    CALIBRATION,
-    Scorer,
-    decide,
-    load_calibrator,
-    uses_learned,
-)
+from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator, uses_learned
+from gateway.cache.verifier.learned import LearnedVerifier, load_learned
 from gateway.categories import Category
 from gateway.config import Settings
 from gateway.embedding import Embedder, Vectors, unseen
@@ -62,20 +57,24 @@ class Finder:
         # a few numbers, read once; categories opt in to it (verification.max_wrong_rate)
         self.calibrator = load_calibrator(settings.verifier_calibration or CALIBRATION)
         # the cross-encoder: loaded the first time a category asks for it (learned.py)
-        self._learned: Scorer | None = None
+        self._learned: LearnedVerifier | None = None
+        self._learned_failed = False
         self._learned_lock = threading.Lock()
 
-    def learned_for(self, *categories: Category) -> Scorer | None:
+    def learned_for(self, *categories: Category) -> LearnedVerifier | None:
         """The learned verifier, loaded (blocking: ONNX export the first time, ~10 s) when
         one of ``categories`` decides by it; else None."""
         if not uses_learned(*categories):
             return None
         with self._learned_lock:
-            if self._learned is None:
-                from gateway.cache.verifier.learned import load_learned
-
-                self._learned = load_learned(self.settings.embedding_cache_dir,
-                                             threads=self.settings.embedding_threads)
+            if self._learned is None and not self._learned_failed:
+                try:
+                    self._learned = load_learned(self.settings.embedding_cache_dir,
+                                                 threads=self.settings.embedding_threads)
+                except Exception:  # its categories' candidates are refused, never unverified
+                    log.exception("the learned verifier cannot be loaded; categories that "
+                                  "use it serve no semantic hits")
+                    self._learned_failed = True
         return self._learned
 
     async def search(
@@ -180,6 +179,9 @@ class Finder:
         """``searched``'s candidates for the query classified as ``category``: a candidate must
         pass the stricter threshold and the verification of both."""
         embedder, max_chars = self.embedder, self.settings.max_query_chars
+        learned = self.learned_for(category, searched)
+        if learned is not None:  # the cross-encoder over every candidate at once
+            learned.prime(key.text, [rows[i].query_text for i, _ in candidates if i in rows])
         for entry_id, sim in candidates:
             row = rows.get(entry_id)
             if row is None:  # deleted behind our back (another replica, an operator)
@@ -201,7 +203,7 @@ class Finder:
                 continue
             with self.metrics.stage("verify"):
                 verdict = decide(key.text, row.query_text, own, category, searched,
-                                 self.calibrator, self.learned_for(category, searched))
+                                 self.calibrator, learned)
             if not verdict.ok:
                 reason = verdict.reason or "unknown"
                 found.rejected[reason] = found.rejected.get(reason, 0) + 1

@@ -49,3 +49,23 @@ def test_a_learned_category_refuses_a_swap_the_similarity_serves(
     with openai.OpenAI(base_url=plain, api_key="sk-plain", max_retries=0) as client:
         assert _ask(client, ORIGINAL) == "miss"
         assert _ask(client, SWAPPED) == "hit"
+
+
+def test_a_learned_verifier_that_cannot_load_refuses_rather_than_serves(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The model is missing (a broken install): the gateway still starts, its other work goes
+    on, and a learned category's candidates are refused (a miss), never served unverified."""
+    import gateway.cache.lookup as lookup
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("crossencoder.npz")
+
+    monkeypatch.setattr(lookup, "load_learned", broken)
+    url = _gateway(gateway_factory, embedder, tmp_path, {"learned": True, "min_probability": 0.1})
+    with openai.OpenAI(base_url=url, api_key="sk-broken", max_retries=0) as client:
+        assert _ask(client, ORIGINAL) == "miss"
+        assert _ask(client, ORIGINAL) == "hit"      # exact repeats need no verifier
+        assert _ask(client, REWORDED) == "miss"     # refused: no model to read
+    assert "the learned verifier cannot be loaded" in caplog.text

@@ -78,6 +78,29 @@ def test_the_model_is_not_run_where_the_texts_share_few_words() -> None:
     assert Counting.calls == 1
 
 
+def test_a_lookups_candidates_go_through_the_model_in_one_batch() -> None:
+    batches: list[int] = []
+
+    class Recording:
+        def logits(self, pairs: list[tuple[str, str]]) -> list[float]:
+            batches.append(len(pairs))
+            return [float(len(b)) - 40.0 for _, b in pairs]  # any score that differs per pair
+
+    comb = Combination(weight=0.01, scale=10.0, bias=-8.0, min_overlap=0.25, card={})
+    primed = LearnedVerifier(Recording(), comb)  # type: ignore[arg-type]
+    cold = LearnedVerifier(Recording(), comb)  # type: ignore[arg-type]
+    q = "Is Paris bigger than Lyon?"
+    cands = ["Is Lyon bigger than Paris?", "Is Paris larger than Lyon?",
+             "Is Paris bigger than Lyon today?", "How do birds fly south?"]  # the last: no overlap
+    primed.prime(q, cands)
+    assert batches == [3]
+    got = [primed.probability(q, c, 0.9) for c in cands]
+    assert batches == [3]  # read from the batch, not run again
+    batches.clear()
+    assert got == [cold.probability(q, c, 0.9) for c in cands]  # the same, pair by pair
+    assert batches == [1, 1, 1]
+
+
 SWAPS = [  # (original, the same meaning reworded, the same words in an order that changes it)
     ("The company that bought Acme was founded by Jane Smith.",
      "Jane Smith founded the company that bought Acme.",

@@ -32,6 +32,7 @@ import os
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,18 +143,43 @@ class Combination:
 
 
 class LearnedVerifier:
-    """P(right) for a candidate: the cross-encoder beside the cosine (see the module's text)."""
+    """P(right) for a candidate: the cross-encoder beside the cosine (see the module's text).
+
+    ``prime`` runs the model once over all of a lookup's candidates (one batch costs little more
+    than one pair: the weights stream through the cache once); ``probability`` then reads the
+    primed logits. Either can be called from several store threads."""
+
+    REMEMBERED = 256  # primed logits kept: a lookup's candidates, several lookups at once
 
     def __init__(self, model: PairModel, combination: Combination):
         self.model, self.combination = model, combination
+        self._primed: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def prime(self, query: str, candidates: list[str]) -> None:
+        todo = list(dict.fromkeys(
+            c for c in candidates if c != query
+            and overlap(query, c) >= self.combination.min_overlap))
+        if not todo:
+            return
+        logits = self.model.logits([(query, c) for c in todo])
+        with self._lock:
+            for c, logit in zip(todo, logits, strict=True):
+                self._primed[(query, c)] = float(logit)
+            while len(self._primed) > self.REMEMBERED:
+                self._primed.popitem(last=False)
 
     def probability(self, query: str, candidate: str, cosine: float) -> float:
         if query == candidate:
             return 1.0
         c = self.combination
         shared = overlap(query, candidate)
-        logit = float(self.model.logits([(query, candidate)])[0]) if shared >= c.min_overlap \
-            else 0.0
+        if shared < c.min_overlap:
+            return c.probability(c.score(cosine, 0.0, shared))
+        with self._lock:
+            logit = self._primed.pop((query, candidate), None)
+        if logit is None:
+            logit = float(self.model.logits([(query, candidate)])[0])
         return c.probability(c.score(cosine, logit, shared))
 
 
