@@ -107,5 +107,7 @@ class CacheAdmin:
         )
         exemplars = {n: await svc.batcher.embed_many(c.exemplars) for n, c in cats.items()}
         classifier = Classifier(cats, exemplars, svc.settings.classify_min_similarity)
+        # a category now on the learned verifier: its model loaded here, not in a lookup
+        await asyncio.to_thread(svc.finder.learned_for, *cats.values())
         svc.install_categories(cats, classifier)
         return sorted(cats)

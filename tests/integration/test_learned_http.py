@@ -4,13 +4,16 @@ the similarity alone serves."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import yaml
 
 from gateway.embedding import SentenceTransformerEmbedder
+from gateway.resources import categories_dir
 from tests.conftest import GatewayFactory
 
 ORIGINAL = "Is a kilogram of iron heavier than a kilogram of feathers?"
@@ -69,3 +72,39 @@ def test_a_learned_verifier_that_cannot_load_refuses_rather_than_serves(
         assert _ask(client, ORIGINAL) == "hit"      # exact repeats need no verifier
         assert _ask(client, REWORDED) == "miss"     # refused: no model to read
     assert "the learned verifier cannot be loaded" in caplog.text
+
+
+def test_a_reload_that_turns_the_learned_verifier_on_loads_it_before_any_lookup(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading the model takes seconds (an ONNX export the first time): done in a lookup, it
+    would run past the lookup's deadline and count against the store's breaker."""
+    pytest.importorskip("torch")
+    import gateway.cache.lookup as lookup
+
+    loads: list[int] = []
+    real = lookup.load_learned
+
+    def counted(*args: object, **kwargs: object) -> object:
+        loads.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lookup, "load_learned", counted)
+    cats = tmp_path / "categories"
+    shutil.copytree(categories_dir(), cats)
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path / 'r.db'}",
+                         admin_key="admin-secret", categories_dir=cats)
+    with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-reload", max_retries=0) as client:
+        assert _ask(client, ORIGINAL) == "miss"
+        assert loads == []  # no category asks for it yet
+        data = yaml.safe_load((cats / "factual.yaml").read_text())
+        data["verification"] = {"learned": True, "min_probability": 0.65}
+        (cats / "factual.yaml").write_text(yaml.safe_dump(data))
+        r = httpx.post(f"{gw.url}/admin/reload", headers={"authorization": "Bearer admin-secret"},
+                       timeout=120)
+        assert r.status_code == 200, r.text
+        assert loads == [1]  # loaded by the reload
+        assert _ask(client, REWORDED) == "hit"
+        assert _ask(client, SWAPPED) == "miss"
+        assert loads == [1]
