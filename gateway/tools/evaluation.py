@@ -33,6 +33,7 @@ from gateway.cache.verifier.calibrated import (
     Scorer,
     decide,
     load_calibrator,
+    scorer_for,
     uses_learned,
 )
 from gateway.cache.verifier.slots import extract
@@ -264,7 +265,7 @@ def evaluate(
              "category": cats[i]} for i in np.flatnonzero(ver_hit & ~labels)[:50]],
         served=[int(i) for i in np.flatnonzero(ver_hit)],
         candidates=[(cats[i], 1.0 if exact[i] else
-                     (learned if learned is not None and uses_learned(categories[cats[i]])
-                      else calibrator).probability(pairs[i].a, pairs[i].b, float(sims[i])),
+                     (scorer_for(categories[cats[i]], categories[stored[i]], calibrator, learned)
+                      or calibrator).probability(pairs[i].a, pairs[i].b, float(sims[i])),
                      bool(labels[i])) for i in np.flatnonzero(sim_hit)],
     )

@@ -33,7 +33,7 @@ from gateway.cache.verifier.verify import OK, Verdict, differences, verify
 from gateway.categories import ALL_SLOTS, Category
 
 __all__ = ["FEATURES", "Calibrator", "Scorer", "decide", "features", "load_calibrator",
-           "min_probability", "uses_learned"]
+           "min_probability", "scorer_for", "uses_learned"]
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -130,6 +130,13 @@ def uses_learned(*categories: Category) -> bool:
                for c in categories)
 
 
+def scorer_for(category: Category, searched: Category, calibrator: Scorer | None,
+               learned: Scorer | None) -> Scorer | None:
+    """The model whose probability decides for these two categories: the learned verifier's
+    where either asks for it, else the calibrated one's."""
+    return learned if uses_learned(category, searched) else calibrator
+
+
 def decide(
     query: str, candidate: str, cosine: float, category: Category, searched: Category,
     calibrator: Calibrator | None, learned: Scorer | None = None,
@@ -151,7 +158,7 @@ def decide(
     point = min_probability(category, searched)
     if point is None:
         return OK
-    model: Scorer | None = learned if uses_learned(category, searched) else calibrator
+    model = scorer_for(category, searched, calibrator, learned)
     if model is None:  # no model to read: refuse rather than serve unverified
         return Verdict(False, "probability")
     p = model.probability(query, candidate, cosine)
