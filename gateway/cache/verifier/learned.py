@@ -63,8 +63,7 @@ class PairModel:
 
         self.max_length = max_length
         path = cache_dir / f"crossencoder-{self._fingerprint(adapter)}.onnx"
-        exported = not path.exists()
-        probe = self._export(adapter, path) if exported else None
+        probe = None if path.exists() else self._export(adapter, path)
         self.tokenizer = self._tokenizer()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -114,11 +113,7 @@ class PairModel:
                 self.model = model
 
             def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-                states = self.model.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                            token_type_ids=token_type_ids).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(states.dtype)
-                mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-                return self.model.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
+                return self.model.correction(input_ids, attention_mask, token_type_ids)
 
         sample = tokenizer(["a probe"], ["another probe"], return_tensors="pt")
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,13 +40,17 @@ class PairScorer(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.prior = nn.Linear(1, 1)
 
-    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, cosine: Any) -> Any:
+    def correction(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+        """The head's reading of the pair, without the cosine's prior."""
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(states.dtype)
         mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        correction = self.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
-        return correction + self.prior(cosine.unsqueeze(-1).to(states.dtype)).squeeze(-1)
+        return self.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
+
+    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any, cosine: Any) -> Any:
+        correction = self.correction(input_ids, attention_mask, token_type_ids)
+        return correction + self.prior(cosine.unsqueeze(-1).to(correction.dtype)).squeeze(-1)
 
 
 class LoRALinear(nn.Module):
