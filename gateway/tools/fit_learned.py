@@ -27,13 +27,20 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.verifier.learned import ADAPTER, CARD, Combination, PairModel, overlap
-from gateway.tools.curves import auc, precision_at
-from gateway.tools.train_calibrator import cosines_of, ece, fit
-from gateway.tools.verifier_data import Row, read
+from gateway.tools.curves import precision_at
+from gateway.tools.train_calibrator import (
+    GATE,
+    RECALLS,
+    add_set_arguments,
+    by_source,
+    compare,
+    cosines_of,
+    fit,
+    read_sets,
+)
+from gateway.tools.verifier_data import Row
 
-GATE = 0.5
 MIN_OVERLAP = 0.25      # overlap² ≤ 0.0625: with the chosen weights the term moves s < 0.005
-RECALLS = (0.5, 0.55, 0.6)
 WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04)
 TOLERANCE = 0.002
 HELD_OUT = ("paws_wiki_test", "stsb_devtest", "disflqa_devtest", "stackfaq_dev")
@@ -79,13 +86,8 @@ def choose(tuning: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
 def measure(comb: Combination, c: np.ndarray, lg: np.ndarray, j: np.ndarray, y: np.ndarray
             ) -> dict[str, Any]:
-    prob = np.array([comb.probability(comb.score(*v)) for v in zip(c, lg, j, strict=True)])
-    out: dict[str, Any] = {"pairs": len(y), "positives": int(y.sum()), "auc": round(auc(prob, y), 4),
-                           "cosine_auc": round(auc(c, y), 4), "ece": ece(prob, y.astype(float))}
-    for r in RECALLS:
-        out[f"p@r{r}"] = precision_at(prob, y, r)
-        out[f"cosine_p@r{r}"] = precision_at(c, y, r)
-    return out
+    return compare(np.array([comb.probability(comb.score(*v)) for v in zip(c, lg, j, strict=True)]),
+                   c, y)
 
 
 def prepare(sets: dict[str, list[Row]], cosines: dict[str, np.ndarray], model: PairModel,
@@ -111,25 +113,16 @@ def main() -> None:
     from gateway.embedding import load_embedder
 
     ap = argparse.ArgumentParser(description="Fit the learned verifier's combination.")
-    ap.add_argument("--sets", type=Path, required=True, help="verifier_data's output folder")
-    ap.add_argument("--extra", type=Path, nargs="*", default=[],
-                    help="more held-out pair files to report ({a, b, same})")
-    ap.add_argument("--out", type=Path, default=CARD)
+    add_set_arguments(ap, CARD)
     args = ap.parse_args()
-    names = ["calib", "stackfaq_train", *HELD_OUT]
-    sets = {n: read(args.sets / f"{n}.jsonl") for n in names}
-    for extra in args.extra:
-        sets[extra.stem] = read(extra)
+    sets = read_sets(args, ["calib", "stackfaq_train", *HELD_OUT])
     settings = Settings()
     embedder = load_embedder(None, "cpu", "auto", settings.embedding_cache_dir)
     cos = cosines_of(sets, embedder.encode)
     data = prepare(sets, cos, PairModel(ADAPTER, settings.embedding_cache_dir), print)
     calib_rows = [r for r, x in zip(sets["calib"], cos["calib"], strict=True) if x >= GATE]
-    sources = np.array([r["source"] for r in calib_rows])
     c, lg, j, y = data["calib"]
-    tuning = {f"calib:{s}": (c[sources == s], lg[sources == s], j[sources == s], y[sources == s])
-              for s in sorted(set(sources))}
-    tuning["stackfaq_train"] = data["stackfaq_train"]
+    tuning = {**by_source(calib_rows, c, lg, j, y), "stackfaq_train": data["stackfaq_train"]}
     weight, table = choose(tuning)
     score = c + weight * j * j * lg
     (scale,), bias = fit(score[:, None], y.astype(float), l2=1e-3)

@@ -76,10 +76,9 @@ def matrix(rows: list[Row], cosine: np.ndarray) -> np.ndarray:
     return np.array([features(r["a"], r["b"], float(c)) for r, c in zip(rows, cosine, strict=True)])
 
 
-def measure(model: Calibrator, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """The probability beside the cosine alone, on pairs above the gate."""
-    prob = 1.0 / (1.0 + np.exp(-(x @ np.array(model.weights) + model.bias)))
-    cos = x[:, 0]
+def compare(prob: np.ndarray, cos: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """A verifier's probability beside the cosine alone: AUC, calibration error, precision at
+    each of RECALLS (the data cards' figures)."""
     out: dict[str, Any] = {"pairs": len(y), "positives": int(y.sum()),
                            "auc": round(auc(prob, y), 4), "cosine_auc": round(auc(cos, y), 4),
                            "ece": ece(prob, y.astype(float))}
@@ -87,6 +86,35 @@ def measure(model: Calibrator, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         out[f"p@r{r}"] = precision_at(prob, y, r)
         out[f"cosine_p@r{r}"] = precision_at(cos, y, r)
     return out
+
+
+def measure(model: Calibrator, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """The probability beside the cosine alone, on pairs above the gate."""
+    return compare(1.0 / (1.0 + np.exp(-(x @ np.array(model.weights) + model.bias))), x[:, 0], y)
+
+
+def by_source(rows: list[Row], *arrays: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+    """*calib*'s tuning splits: ``arrays`` (one entry per row) cut by each row's source."""
+    sources = np.array([r["source"] for r in rows])
+    return {f"calib:{s}": tuple(a[sources == s] for a in arrays) for s in sorted(set(sources))}
+
+
+def add_set_arguments(ap: argparse.ArgumentParser, out: Path) -> None:
+    ap.add_argument("--sets", type=Path, required=True, help="verifier_data's output folder")
+    ap.add_argument("--extra", type=Path, nargs="*", default=[],
+                    help="more held-out pair files to report ({a, b, same})")
+    ap.add_argument("--out", type=Path, default=out)
+
+
+def read_sets(args: argparse.Namespace, names: list[str], missing_ok: bool = False
+              ) -> dict[str, list[Row]]:
+    """The named sets of ``--sets`` (those missing there skipped when ``missing_ok``), and
+    each ``--extra`` file by its stem."""
+    sets = {n: read(args.sets / f"{n}.jsonl") for n in names
+            if not missing_ok or (args.sets / f"{n}.jsonl").exists()}
+    for extra in args.extra:
+        sets[extra.stem] = read(extra)
+    return sets
 
 
 def _gains(x: np.ndarray, y: np.ndarray, cols: list[int], tuning: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -136,11 +164,7 @@ def train(
         mats[name] = (matrix([rows[i] for i in keep], cosines[name][keep]),
                       np.array([rows[i]["same"] for i in keep], dtype=bool))
     x, y = mats["train"]
-    calib_rows = [sets["calib"][i] for i in gated["calib"]]
-    tuning = {}
-    for source in sorted({r["source"] for r in calib_rows}):
-        m = np.array([r["source"] == source for r in calib_rows])
-        tuning[f"calib:{source}"] = (mats["calib"][0][m], mats["calib"][1][m])
+    tuning = by_source([sets["calib"][i] for i in gated["calib"]], *mats["calib"])
     if "stackfaq_train" in mats:
         tuning["stackfaq_train"] = mats["stackfaq_train"]
     progress("selecting features")
@@ -180,16 +204,10 @@ def main() -> None:
     from gateway.embedding import load_embedder
 
     ap = argparse.ArgumentParser(description="Fit the calibrated verifier.")
-    ap.add_argument("--sets", type=Path, required=True, help="verifier_data's output folder")
-    ap.add_argument("--extra", type=Path, nargs="*", default=[],
-                    help="more held-out pair files to report ({a, b, same})")
-    ap.add_argument("--out", type=Path, default=CALIBRATION)
+    add_set_arguments(ap, CALIBRATION)
     ap.add_argument("--l2", type=float, default=L2)
     args = ap.parse_args()
-    names = ["train", "calib", *HELD_OUT]
-    sets = {n: read(args.sets / f"{n}.jsonl") for n in names if (args.sets / f"{n}.jsonl").exists()}
-    for extra in args.extra:
-        sets[extra.stem] = read(extra)
+    sets = read_sets(args, ["train", "calib", *HELD_OUT], missing_ok=True)
     embedder = load_embedder(None, "cpu", "auto", Settings().embedding_cache_dir)
     model = train(sets, cosines_of(sets, embedder.encode), args.l2, progress=print)
     args.out.write_text(json.dumps(model.to_json(), indent=1) + "\n", encoding="utf-8")
