@@ -129,15 +129,36 @@ class CategoryIndex:
     def _nearest(
         self, vector: Vectors, k: int, keep: Callable[[int], bool]
     ) -> list[tuple[int, float]]:
-        """The ``k`` nearest labels that ``keep`` accepts, with their similarity, best first."""
+        """The ``k`` nearest labels that ``keep`` accepts, with their similarity, best first.
+
+        First a plain search for a few more than ``k``, filtered here: hnswlib calls a filter
+        for every node it visits, each call taking the GIL (twice the search's time alone, and
+        a wait for the GIL whenever another thread runs Python). Where too few of those pass
+        (many scopes in one index), the filtered search finds the ``k`` that ``keep`` allows."""
         with self._lock:
-            k = min(k, len(self._meta))
+            live = len(self._meta)
+            k = min(k, live)
+            if k == 0:
+                return []
+            wide = min(live, 2 * k + 8)
+            try:
+                labels, dists = self._index.knn_query(vector, k=wide)
+            except RuntimeError:  # the graph found fewer than ``wide``: the filtered search
+                pass
+            else:
+                near = [(int(label), float(1.0 - d))
+                        for label, d in zip(labels[0], dists[0], strict=True) if keep(int(label))]
+                if len(near) >= k or wide == live:  # enough, or every live label looked at
+                    return near[:k]
+            allowed: int | None = None
             while k > 0:
                 try:
                     labels, dists = self._index.knn_query(vector, k=k, filter=keep)
                     break
-                except RuntimeError:  # fewer than k labels pass the filter
-                    k //= 2
+                except RuntimeError:  # fewer than k labels pass the filter: ask for fewer
+                    if allowed is None:
+                        allowed = sum(1 for label in self._meta if keep(label))
+                    k = min(k - 1, allowed)
             if k == 0:
                 return []
         return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0], strict=True)]

@@ -48,11 +48,17 @@ _GET_MANY = sa.select(*(entries.c[n] for n in (
 ))).where(entries.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
+# built once: a statement made per call (``insert().values(...)``) is compiled, or looked up in
+# the compiled cache by a key generated from it, every time: ~0.25 ms of a 0.4 ms write
+_INSERT = entries.insert().returning(entries.c.id)
+_LOG = changes.insert()
+
+
 def _log(conn: Any, op: str, rows: list[tuple[int, str]]) -> None:
     if rows:
         at = time.time()
-        conn.execute(changes.insert(), [
-            {"op": op, "entry_id": i, "category": c, "at": at} for i, c in rows])
+        params = [{"op": op, "entry_id": i, "category": c, "at": at} for i, c in rows]
+        conn.execute(_LOG, params[0] if len(params) == 1 else params)
 
 
 def _delete(conn: Any, where: Any) -> list[tuple[int, str]]:
@@ -149,7 +155,7 @@ class Store:
             "exact_hash": e.exact_hash,
         }
         with self.engine.begin() as conn:
-            result = conn.execute(entries.insert().values(**values).returning(entries.c.id))
+            result = conn.execute(_INSERT, values)
             entry_id = int(result.scalar_one())
             _log(conn, PUT, [(entry_id, e.category)])
             return entry_id

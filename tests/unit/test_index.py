@@ -107,3 +107,28 @@ def test_the_index_grows_past_its_capacity() -> None:
     for i in (1, 1500, 3000):
         assert ix.search(vecs[i - 1], k=1, scope_hash="scope", context_hash="", now=0)[0][0] == i
 
+
+
+def test_another_scopes_nearer_crowd_neither_leaks_nor_hides_this_scopes_entries() -> None:
+    """The search looks at a few more than k unfiltered first; where another scope's entries
+    fill all of those, the filtered search must still find this scope's own, farther ones."""
+    rng = np.random.default_rng(7)
+    dim = 16
+    query = _vec(0, dim)
+    crowd = query + 0.05 * rng.normal(size=(200, dim))      # other tenants, very near
+    own = query + 0.6 * rng.normal(size=(3, dim))            # ours, farther
+    vecs = np.vstack([crowd, own]).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ix = CategoryIndex(dim, capacity=8)
+    ids = list(range(1, 204))
+    ix.add(ids, vecs, [Meta("other", "", 100.0)] * 200 + [Meta("scope", "", 100.0)] * 3)
+    found = ix.search(query, k=5, scope_hash="scope", context_hash="", now=0.0)
+    assert sorted(i for i, _ in found) == [201, 202, 203]
+    sims = [s for _, s in found]
+    assert sims == sorted(sims, reverse=True)
+    # and where enough of the nearest are ours, those come back, best first, none of theirs
+    mixed = ix.search(query, k=5, scope_hash="other", context_hash="", now=0.0)
+    assert len(mixed) == 5 and all(i <= 200 for i, _ in mixed)
+    exact = sorted(((i, float(vecs[i - 1] @ query)) for i in range(1, 201)),
+                   key=lambda x: -x[1])[:5]
+    assert [i for i, _ in mixed] == [i for i, _ in exact]
