@@ -147,9 +147,12 @@ class Finder:
         self, key: RequestKey, category: Category, searched: list[tuple[Category, float]],
         vec: Vectors, now: float,
     ) -> Found:
-        """Blocking, on a store thread: each category in turn, its index searched, the
-        candidates over its threshold read back and verified; the first that passes wins."""
+        """Blocking, on a store thread: every category's index searched, the candidates over
+        its threshold read back in one query (a read costs ~0.5 ms in the gateway, where the
+        index search costs 0.07: a miss near several categories used to read once per
+        category), then verified category by category; the first that passes wins."""
         found = Found()
+        proposed: list[tuple[Category, float, list[tuple[int, float]]]] = []
         for neighbour, threshold in searched:
             with self.metrics.stage("search"):
                 near = self.indexes[neighbour.name].search(
@@ -158,13 +161,17 @@ class Finder:
             if near:
                 found.nearest = max(found.nearest or -1.0, near[0][1])
             candidates = [(i, s) for i, s in near if s >= threshold]
-            if not candidates:
-                continue
-            with self.metrics.stage("store_read"):
-                rows = self.store.get_many_or_none([i for i, _ in candidates])
-            if rows is None:
-                found.failed = True
-                return found
+            if candidates:
+                proposed.append((neighbour, threshold, candidates))
+        if not proposed:
+            return found
+        with self.metrics.stage("store_read"):
+            rows = self.store.get_many_or_none(
+                sorted({i for _, _, candidates in proposed for i, _ in candidates}))
+        if rows is None:
+            found.failed = True
+            return found
+        for neighbour, threshold, candidates in proposed:
             found.hit = self._verify(key, category, neighbour, threshold, vec, candidates,
                                      rows, now, found)
             if found.hit is not None:
