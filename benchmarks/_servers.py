@@ -48,12 +48,17 @@ def gateway(upstream: str, database_url: str, *args: str, **env: str) -> Iterato
     port = free_port()
     environ = {**os.environ, "HF_HUB_OFFLINE": "1", "SEMCACHE_LOG_LEVEL": "warning",
                "SEMCACHE_DATABASE_URL": database_url, **env}
+    # SEMCACHE_BENCH_LOG=FILE: the gateway's log goes there (appended), not away
+    log_to = os.environ.get("SEMCACHE_BENCH_LOG")
+    err = open(log_to, "ab") if log_to else subprocess.DEVNULL
     proc = subprocess.Popen(
         [*CLI, "serve", "--upstream", f"{upstream}/v1", "--port", str(port), *args],
-        env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=environ, stdout=subprocess.DEVNULL, stderr=err)
     try:
         _wait(f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait()
+        if log_to:
+            err.close()

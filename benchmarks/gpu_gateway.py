@@ -104,6 +104,8 @@ async def _connection(port: int, method: str, path: str, bodies: list[bytes], st
             kind = headers.get(b"x-semcache", b"-").decode()
             if kind == "hit":
                 kind = "exact" if headers.get(b"x-semcache-similarity") == b"1.0000" else "semantic"
+            elif kind == "bypass":
+                kind = f"bypass ({headers.get(b'x-semcache-bypass', b'?').decode()})"
             out.setdefault(kind if status == b"200" else f"status {status.decode()}",
                            []).append(elapsed)
     finally:

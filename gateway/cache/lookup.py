@@ -99,6 +99,8 @@ class Finder:
         except StoreError as exc:
             self.breaker.failed("read", exc)
             return None
+        if not found.failed:
+            self.breaker.succeeded()
         for name, entry_id in found.drops:
             self.indexes.drop(name, [entry_id])
         for reason, n in found.rejected.items():
@@ -131,6 +133,7 @@ class Finder:
         except StoreError as exc:
             self.breaker.failed("read", exc)
             return None
+        self.breaker.succeeded()
         row, now = rows.get(entry_id), time.time()
         if row is None:
             self.indexes.drop(name, [entry_id])

@@ -375,6 +375,7 @@ class CacheService:
 
         try:
             entry_id = await self.store.call(self.settings.store_timeout_s, insert_and_index)
+            self.breaker.succeeded()
             self.exact.add(entry.exact_hash, entry_id)
             await self.enforce_quota(category)
         except StoreError as exc:

@@ -205,6 +205,44 @@ def test_a_locked_sqlite_file_never_hangs_requests(
         time.sleep(0.3)
 
 
+def test_a_hit_count_flush_refused_by_a_busy_sqlite_file_does_not_stop_caching(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Any,
+) -> None:
+    """Hit counts are flushed in the background; with another process holding the file's write
+    lock the flush fails ("database is locked"), and that failure opened the breaker: 5 s of
+    pass-through for every request (12 workers on one file did it to themselves, 38% of a
+    load run bypassed). Reads go on under WAL; so must the hits."""
+    import sqlite3
+
+    db = tmp_path / "busy.db"
+    gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{db}", store_retry_s=30.0,
+                         store_timeout_s=0.3)
+    q = "What is the boiling point of water at sea level?"
+    paraphrase = "At sea level, what is the boiling point of water?"
+    assert ask(gw.url, q).headers["x-semcache"] == "miss"
+
+    def touch_errors() -> float:
+        text = httpx.get(f"{gw.url}/metrics").text
+        line = next(x for x in text.splitlines()
+                    if x.startswith('semcache_store_errors_total{operation="touch"}'))
+        return float(line.rsplit(" ", 1)[1])
+
+    before = touch_errors()
+    holder = sqlite3.connect(db, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock: readers go on, writers wait
+        assert ask(gw.url, paraphrase).headers["x-semcache"] == "hit"  # a hit count to flush
+        deadline = time.monotonic() + 15
+        while touch_errors() == before:  # the flush (every second) ran into the lock
+            assert time.monotonic() < deadline, "the hit-count flush never failed"
+            time.sleep(0.2)
+        r = ask(gw.url, paraphrase)
+        assert r.headers["x-semcache"] == "hit", dict(r.headers)
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_slow_clients_are_not_held_for_ever(gateway_factory: GatewayFactory) -> None:
     """Issue 17, item 12: no header or body read timeout; 200 slow connections were still held
     after 11 s. Now a request head has ``client_header_timeout_s`` and a body
