@@ -3,8 +3,7 @@ r"""The one orchestrator of a cached request:
     key -> embed -> classify -> plan -> search -> verify -> serve hit
                                                          \-> forward -> store (if complete)
 
-Cache trouble (model, index or store failing) never fails a request: it is logged, and the
-request is forwarded as a bypass.
+Cache trouble (model, index or store failing) never fails a request: logged, it passes through.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from starlette.responses import Response
@@ -33,13 +33,7 @@ from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_o
 from gateway.cache.lookup import Finder
 from gateway.cache.replies import Hit, completion_tokens, hit_body, render_hit, stored_usage
 from gateway.cache.responses_keys import responses_echo
-from gateway.cache.schema import (
-    NewEntry,
-    StoredEntry,
-    make_engine,
-    model_column,
-    run_migrations,
-)
+from gateway.cache.schema import NewEntry, StoredEntry, make_engine, model_column, run_migrations
 from gateway.cache.store import Store
 from gateway.categories import Category, Classifier, load_categories
 from gateway.config import Settings
@@ -82,7 +76,8 @@ class CacheService:
         metrics.declare_store()
         self.warm = asyncio.Event()
         self.background = Background()
-        self.breaker = StoreBreaker(settings.store_retry_s, metrics)
+        self.breaker = StoreBreaker(settings.store_retry_s, metrics,
+                                    probe=partial(store.call, settings.store_timeout_s, store.ping))
         self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
         self.finder = Finder(settings, store, self.indexes, self.breaker, metrics, self.hits,
@@ -137,6 +132,7 @@ class CacheService:
     async def aclose(self) -> None:
         self.load.unsubscribe(self._load_changed)
         await self.background.close()  # before the engine is disposed
+        await self.breaker.aclose()
         await upkeep.flush_hits(self)
         try:
             await warmup.save_snapshot(self)

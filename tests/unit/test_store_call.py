@@ -72,3 +72,35 @@ def test_slow_calls_between_successes_never_open_the_breaker() -> None:
     assert breaker.closed
     breaker.failed("read", StoreError("connection refused", unavailable=True))
     assert not breaker.closed
+
+
+def test_slow_calls_in_a_row_open_the_breaker_only_if_the_store_fails_its_health_check() -> None:
+    """Timeouts in a row on a saturated machine come all at once (every store thread waiting
+    for the GIL), yet the store is up: a health check decides. A store that fails it (down,
+    hung) opens the breaker; one that answers leaves caching on."""
+    import asyncio
+
+    from gateway.cache.breaker import StoreBreaker
+    from gateway.errors import StoreError, StoreTimeout
+    from gateway.metrics import Metrics
+
+    async def scenario(store_up: bool) -> bool:
+        checks: list[int] = []
+
+        async def probe() -> None:
+            checks.append(1)
+            await asyncio.sleep(0.01)
+            if not store_up:
+                raise StoreError("ping took longer than 2s", unavailable=True)
+
+        breaker = StoreBreaker(60.0, Metrics(), probe=probe)
+        for _ in range(StoreBreaker.TIMEOUTS * 2):  # one check at a time, however many come
+            breaker.failed("read", StoreTimeout("_find took longer than 0.2s"))
+        assert breaker.closed  # while the check runs, requests go on (each within its bound)
+        await asyncio.sleep(0.05)
+        assert len(checks) == 1
+        await breaker.aclose()
+        return breaker.closed
+
+    assert asyncio.run(scenario(store_up=True)) is True
+    assert asyncio.run(scenario(store_up=False)) is False
