@@ -69,7 +69,8 @@ async def sweep_forever(svc: CacheState) -> None:
     while not await svc.background.pause(svc.settings.sweep_interval_s):
         try:
             await sweep(svc)
-        except StoreError:
-            svc.breaker.failed("sweep")
+        except StoreError as exc:  # as a failed hit-count flush: counted, not an outage
+            svc.metrics.store_errors.labels("sweep").inc()
+            log.warning("sweep failed (%s); retrying at the next interval", exc.message)
         except Exception:  # a bug must not stop expiry for good: log it, sweep again later
             log.exception("sweep failed; retrying at the next interval")

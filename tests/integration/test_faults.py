@@ -208,18 +208,20 @@ def test_a_locked_sqlite_file_never_hangs_requests(
         time.sleep(0.3)
 
 
-def test_a_hit_count_flush_refused_by_a_busy_sqlite_file_does_not_stop_caching(
+@pytest.mark.parametrize("work", ["touch", "sweep"])
+def test_background_writes_refused_by_a_busy_sqlite_file_do_not_stop_caching(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Any,
+    work: str,
 ) -> None:
-    """Hit counts are flushed in the background; with another process holding the file's write
-    lock the flush fails ("database is locked"), and that failure opened the breaker: 5 s of
-    pass-through for every request (12 workers on one file did it to themselves, 38% of a
-    load run bypassed). Reads go on under WAL; so must the hits."""
+    """Hit counts are flushed and expired rows swept in the background; with another process
+    holding the file's write lock these fail ("database is locked"), and each failure opened
+    the breaker: 5 s of pass-through for every request (12 workers on one file did it to
+    themselves, 38% of a load run bypassed). Reads go on under WAL; so must the hits."""
     import sqlite3
 
     db = tmp_path / "busy.db"
     gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{db}", store_retry_s=30.0,
-                         store_timeout_s=0.3)
+                         store_timeout_s=0.3, sweep_interval_s=0.5)
     q = "What is the boiling point of water at sea level?"
     paraphrase = "At sea level, what is the boiling point of water?"
     assert ask(gw.url, q).headers["x-semcache"] == "miss"
@@ -227,7 +229,7 @@ def test_a_hit_count_flush_refused_by_a_busy_sqlite_file_does_not_stop_caching(
     def touch_errors() -> float:
         text = httpx.get(f"{gw.url}/metrics").text
         line = next(x for x in text.splitlines()
-                    if x.startswith('semcache_store_errors_total{operation="touch"}'))
+                    if x.startswith(f'semcache_store_errors_total{{operation="{work}"}}'))
         return float(line.rsplit(" ", 1)[1])
 
     before = touch_errors()
@@ -236,8 +238,8 @@ def test_a_hit_count_flush_refused_by_a_busy_sqlite_file_does_not_stop_caching(
         holder.execute("BEGIN IMMEDIATE")  # the write lock: readers go on, writers wait
         assert ask(gw.url, paraphrase).headers["x-semcache"] == "hit"  # a hit count to flush
         deadline = time.monotonic() + 15
-        while touch_errors() == before:  # the flush (every second) ran into the lock
-            assert time.monotonic() < deadline, "the hit-count flush never failed"
+        while touch_errors() == before:  # the flush (every second), the sweep, ran into it
+            assert time.monotonic() < deadline, f"the {work} never failed"
             time.sleep(0.2)
         r = ask(gw.url, paraphrase)
         assert r.headers["x-semcache"] == "hit", dict(r.headers)
