@@ -150,8 +150,11 @@ class Settings(BaseSettings):
         description="ONNX Runtime threads per process (0: the cores, at most 4; with "
         "`serve --workers N`: the cores / N).",
     )
-    embedding_batch_wait_ms: float = Field(
-        2.0, ge=0, le=50, description="Longest wait to gather concurrent queries into one batch."
+    embedding_batch_wait_ms: float | None = Field(
+        None, ge=0, le=50, description="Longest wait to gather concurrent queries into one "
+        "batch. Unset: 2 ms in a gateway process that embeds for itself, 0 in the shared "
+        "embedding process (on the GPU a batch is gathered while the last one runs; waiting "
+        "for company cost 6-13% of semantic hits/s and 5-8 ms at moderate load on an H200).",
     )
     embedding_max_batch: int = Field(64, ge=1)
     embedding_shared: Literal["auto", "on", "off"] = Field(
@@ -251,6 +254,12 @@ class Settings(BaseSettings):
     def first_backend_url(self) -> str:
         """The backend that unrouted traffic (and the load monitor) uses."""
         return self.backends[0].url if self.backends else self.upstream_url
+
+    def batch_wait_s(self, *, shared_process: bool) -> float:
+        """The micro-batcher's wait: the setting, or its default for where it runs."""
+        if self.embedding_batch_wait_ms is not None:
+            return self.embedding_batch_wait_ms / 1000
+        return 0.0 if shared_process else 0.002
 
     def sync_enabled(self) -> bool:
         if self.replica_sync is not None:

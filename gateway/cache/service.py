@@ -112,8 +112,8 @@ class CacheService:
         if embedder is None:
             embedder = await asyncio.to_thread(load_for, settings)
         # beside a shared embedding process, that process gathers the batches: no wait here
-        wait_ms = 0.0 if settings.embedding_server else settings.embedding_batch_wait_ms
-        batcher = MicroBatcher(embedder, wait_s=wait_ms / 1000,
+        wait_s = 0.0 if settings.embedding_server else settings.batch_wait_s(shared_process=False)
+        batcher = MicroBatcher(embedder, wait_s=wait_s,
                                max_batch=settings.embedding_max_batch)
         batcher.start()
         exemplars = {n: await batcher.embed_many(c.exemplars) for n, c in categories.items()}

@@ -111,7 +111,7 @@ def _serve(path: str, ready: Any) -> None:  # the child's main
     settings = Settings().model_copy(update={"embedding_server": None})
     configure(settings.log_level)
     embedder = load_for(settings)
-    server = EmbeddingServer(embedder, path, wait_s=settings.embedding_batch_wait_ms / 1000,
+    server = EmbeddingServer(embedder, path, wait_s=settings.batch_wait_s(shared_process=True),
                              max_batch=settings.embedding_max_batch)
     parent = os.getppid()
 
