@@ -204,7 +204,8 @@ class Settings(BaseSettings):
     )
     store_lookup_timeout_s: float = Field(
         0.2, gt=0, le=30, description="Longest a request waits for the store to look up a hit; "
-        "past it the request passes through (three in a row open the breaker).",
+        "past it the request passes through (three in a row start a health check; a failed "
+        "check opens the breaker).",
     )
     store_writes: Literal["before_reply", "after_reply"] = Field(
         "before_reply", description="before_reply: a miss's answer is committed to the store "
