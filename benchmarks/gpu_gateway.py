@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import multiprocessing
 import os
 import random
@@ -29,11 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _profile
 import orjson
 from _report import pct, stamp, write_section
 from _servers import fake_upstream, gateway
@@ -188,6 +192,20 @@ def encoder_rows() -> list[str]:
     return rows
 
 
+def start_profiles(upstream: str, seconds: float) -> dict[str, Future[Any]]:
+    """py-spy on one worker and on the shared embedding process (if any), in threads, for the
+    middle of a load of ``seconds``."""
+    pool = ThreadPoolExecutor(2)
+    by_role: dict[str, int] = {}
+    for pid in _profile.gateway_children(upstream):
+        by_role.setdefault(_profile.role(pid), pid)
+    span = max(1, int(seconds) - 2)
+    futures = {name: pool.submit(_profile.record, pid, span) for name, pid in by_role.items()
+               if name != "other"}
+    pool.shutdown(wait=False)
+    return futures
+
+
 def seed_store(url: str, stored: list[bytes]) -> None:
     """Each stored question asked once (a miss, stored); then wait until every worker has every
     entry (replica sync through the store) before any load starts."""
@@ -200,7 +218,6 @@ def seed_store(url: str, stored: list[bytes]) -> None:
             assert r.status_code == 200, r.text
             return r.headers["x-semcache"]
 
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(16) as pool:  # httpx.Client is thread-safe
             list(pool.map(ask, stored))
@@ -246,6 +263,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["off:2", "on:2", "on:0"],
                     help="shared embedding (on/off) : batch wait ms, one load row each")
     ap.add_argument("--section", default="gpu_gateway")
+    ap.add_argument("--profile", action="store_true",
+                    help="py-spy one worker and the embedding process in the first load row")
     args = ap.parse_args()
     stored, paraphrases = workload()
     import torch
@@ -257,6 +276,7 @@ def main() -> None:
     encoder: list[str] = []
     one: list[str] = []
     rows: list[str] = []
+    profiles: dict[str, collections.Counter[str]] = {}
 
     def report(done: bool = False) -> None:
         """The section as measured so far: a run cut short (a lent machine's time limit) still
@@ -279,6 +299,10 @@ def main() -> None:
                       "p50 / p99 ms | exact hits/s | moderate: added p50 ms | CPU ms per hit | "
                       "GPU util | errors |",
                       "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
+        if profiles:
+            lines += ["Where the CPU goes under that load (py-spy, 100 samples/s of the threads "
+                      "that run, over the load's middle; one worker and the shared embedding "
+                      "process):", "", *_profile.table(profiles), ""]
         if not done:
             lines.append("_The run stopped before its last configuration: what it measured._")
         write_section(args.section, "\n".join(lines))
@@ -310,8 +334,14 @@ def main() -> None:
                     health = load(url, [], 3, 2, 8, method="GET", path="/healthz")
                     moderate = load(url, paraphrases, 5, 2, 8)
                     cpu0, sampler = gateway_cpu(upstream), GpuSampler()
+                    profiling = start_profiles(upstream, args.seconds) \
+                        if args.profile and not profiles else None
                     full = load(url, paraphrases, args.seconds, args.load_procs, args.conns)
                     util, cpu = sampler.stop(), gateway_cpu(upstream) - cpu0
+                    if profiling is not None:
+                        got = {name: f.result() for name, f in profiling.items()}
+                        profiles.update({f"{name} ({workers} workers, wait {wait} ms)": c
+                                         for name, c in got.items() if c is not None})
                     exact = load(url, stored, 5, args.load_procs, args.conns)
                 h = statistics.median(health["-"]) * 1000
                 m = summarise(moderate, 5, "semantic")
