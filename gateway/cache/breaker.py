@@ -17,6 +17,7 @@ then waited past 0.2 s for the GIL all at once, turned caching off for 5 s at a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -95,9 +96,7 @@ class StoreBreaker:
         self._open_until = 0.0
 
     async def aclose(self) -> None:
-        if self._probing is not None:
+        if self._probing is not None:  # ``_check`` handles the probe's own StoreError
             self._probing.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._probing
-            except (asyncio.CancelledError, StoreError):
-                pass

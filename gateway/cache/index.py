@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hnswlib
 import numpy as np
@@ -146,8 +147,7 @@ class CategoryIndex:
             except RuntimeError:  # the graph found fewer than ``wide``: the filtered search
                 pass
             else:
-                near = [(int(label), float(1.0 - d))
-                        for label, d in zip(labels[0], dists[0], strict=True) if keep(int(label))]
+                near = [(label, sim) for label, sim in _similarities(labels, dists) if keep(label)]
                 if len(near) >= k or wide == live:  # enough, or every live label looked at
                     return near[:k]
             allowed: int | None = None
@@ -161,7 +161,7 @@ class CategoryIndex:
                     k = min(k - 1, allowed)
             if k == 0:
                 return []
-        return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0], strict=True)]
+        return _similarities(labels, dists)
 
     def save(self, path: Path) -> None:
         """Graph and metadata to ``path``.graph / ``path``.meta (the caller renames atomically)."""
@@ -203,6 +203,11 @@ class CategoryIndex:
             )
 
         return self._nearest(vector, k, allowed)
+
+
+def _similarities(labels: Any, dists: Any) -> list[tuple[int, float]]:
+    """One query's ``knn_query`` answer as (label, similarity), best first."""
+    return [(int(label), float(1.0 - d)) for label, d in zip(labels[0], dists[0], strict=True)]
 
 
 class ExactIndex:

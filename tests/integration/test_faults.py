@@ -226,19 +226,19 @@ def test_background_writes_refused_by_a_busy_sqlite_file_do_not_stop_caching(
     paraphrase = "At sea level, what is the boiling point of water?"
     assert ask(gw.url, q).headers["x-semcache"] == "miss"
 
-    def touch_errors() -> float:
+    def errors() -> float:
         text = httpx.get(f"{gw.url}/metrics").text
         line = next(x for x in text.splitlines()
                     if x.startswith(f'semcache_store_errors_total{{operation="{work}"}}'))
         return float(line.rsplit(" ", 1)[1])
 
-    before = touch_errors()
+    before = errors()
     holder = sqlite3.connect(db, timeout=10)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock: readers go on, writers wait
         assert ask(gw.url, paraphrase).headers["x-semcache"] == "hit"  # a hit count to flush
         deadline = time.monotonic() + 15
-        while touch_errors() == before:  # the flush (every second), the sweep, ran into it
+        while errors() == before:  # the flush (every second), the sweep, ran into it
             assert time.monotonic() < deadline, f"the {work} never failed"
             time.sleep(0.2)
         r = ask(gw.url, paraphrase)

@@ -18,21 +18,26 @@ from gateway.protocol import ChatCompletionRequest
 from tests.services import start_service, stop_service
 
 
+def _settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, upstream_url="http://upstream.invalid/v1",
+                    upstream_metrics_url="off", sweep_interval_s=3600, coalesce=False)
+
+
+def _request(q: str) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": q}]})
+
+
 def test_one_store_call_searches_every_ranked_category(
     database_url: str, embedder: SentenceTransformerEmbedder
 ) -> None:
     async def scenario() -> None:
-        settings = Settings(database_url=database_url, upstream_url="http://upstream.invalid/v1",
-                            upstream_metrics_url="off", sweep_interval_s=3600, coalesce=False)
+        settings = _settings(database_url)
         svc = await start_service(settings, embedder)
         try:
-            def request(q: str) -> ChatCompletionRequest:
-                return ChatCompletionRequest.model_validate(
-                    {"model": "m", "messages": [{"role": "user", "content": q}]})
-
             stored = "What is the boiling point of water at sea level?"
-            r = await svc.complete(Headers({}), orjson.dumps(request(stored).model_dump(
-                exclude_none=True)), request(stored))
+            r = await svc.complete(Headers({}), orjson.dumps(_request(stored).model_dump(
+                exclude_none=True)), _request(stored))
             assert r.headers["x-semcache"] == "miss"
             (entry_id,) = svc.exact.state().values()
             home = next(n for n, ix in svc.indexes.items() if entry_id in ix)
@@ -48,7 +53,7 @@ def test_one_store_call_searches_every_ranked_category(
 
             svc.store.call = counting  # type: ignore[method-assign]
             asked = "At sea level, what is the boiling point of water?"
-            key = chat_key(request(asked), "default", settings.max_query_chars)
+            key = chat_key(_request(asked), "default", settings.max_query_chars)
             vec = await svc.batcher.embed(key.embed_text)
             category = svc.categories[home]
             # every other category first: the home category, searched last, still hits
@@ -70,19 +75,14 @@ def test_one_store_read_for_the_candidates_of_every_category(
     """Candidates in several categories are read back in one query, not one per category (a
     read costs ~0.5 ms in the gateway; a miss near several categories paid it each time)."""
     async def scenario() -> None:
-        settings = Settings(database_url=database_url, upstream_url="http://upstream.invalid/v1",
-                            upstream_metrics_url="off", sweep_interval_s=3600, coalesce=False)
+        settings = _settings(database_url)
         svc = await start_service(settings, embedder)
         try:
-            def request(q: str) -> ChatCompletionRequest:
-                return ChatCompletionRequest.model_validate(
-                    {"model": "m", "messages": [{"role": "user", "content": q}]})
-
             stored = {"factual": "What is the boiling point of water at sea level?",
                       "general": "What's the boiling point of water at sea level?"}
             for name, q in stored.items():
                 r = await svc.complete(Headers({"x-semcache-category": name}), orjson.dumps(
-                    request(q).model_dump(exclude_none=True)), request(q))
+                    _request(q).model_dump(exclude_none=True)), _request(q))
                 assert r.headers["x-semcache"] == "miss"
             ids = {n: next(i for i in svc.exact.state().values() if i in svc.indexes[n])
                    for n in stored}
@@ -96,7 +96,7 @@ def test_one_store_read_for_the_candidates_of_every_category(
 
             svc.store.get_many_or_none = counting  # type: ignore[method-assign]
             asked = "At sea level, what is the boiling point of water?"
-            key = chat_key(request(asked), "default", settings.max_query_chars)
+            key = chat_key(_request(asked), "default", settings.max_query_chars)
             vec = await svc.batcher.embed(key.embed_text)
             for order in (["general", "factual"], ["factual", "general"]):
                 reads.clear()
