@@ -45,6 +45,11 @@ class Verification(BaseModel):
     # P(right) from the learned verifier (gateway/cache/verifier/learned.py: a cross-encoder
     # beside the cosine) instead of the calibrated logistic; needs an operating point above
     learned: bool = False
+    # The cross-encoder beside the slot rules (learned.py, ``Gate``): a candidate it judges
+    # different is refused although no rule fired, and a rule's veto is overruled where it is
+    # sure the two ask the same. With an operating point above, the probability decides instead
+    # (rules and this gate step aside).
+    cross_encoder: bool = False
 
     @model_validator(mode="after")
     def _learned_needs_a_point(self) -> Verification:

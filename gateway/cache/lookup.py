@@ -25,7 +25,7 @@ from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
 from gateway.cache.upkeep import HitCounter
-from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator, uses_learned
+from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator, needs_learned
 from gateway.cache.verifier.learned import LearnedVerifier, load_learned
 from gateway.categories import Category
 from gateway.config import Settings
@@ -64,7 +64,7 @@ class Finder:
     def learned_for(self, *categories: Category) -> LearnedVerifier | None:
         """The learned verifier, loaded (blocking: ONNX export the first time, ~10 s) when
         one of ``categories`` decides by it; else None."""
-        if not uses_learned(*categories):
+        if not needs_learned(*categories):
             return None
         with self._learned_lock:
             if self._learned is None and not self._learned_failed:

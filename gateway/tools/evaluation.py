@@ -6,7 +6,8 @@ A pair ``{"a": query, "b": stored query, "same": bool, "category": optional}`` c
 *predicted hit* exactly when the gateway would serve b's answer to a (at no load): a is b
 (an exact repeat), or — both read whole by the embedder — cosine(a, b) passes the category's
 threshold (``policy.match_threshold``) and the verifier accepts b (``calibrated.decide``: the
-rules on the category's slot kinds, or the calibrated probability at its operating point), in a
+rules on the category's slot kinds with the cross-encoder beside them where the category asks, or
+the calibrated probability at its operating point), in a
 cacheable category. Precision = right hits / predicted
 hits; recall = right hits / pairs labeled same, each with its 95% Wilson interval. The category
 is the given one, else the classifier's choice for ``a``.
@@ -30,13 +31,14 @@ import numpy as np
 from gateway.cache import policy
 from gateway.cache.verifier.calibrated import (
     Calibrator,
-    Scorer,
+    Judge,
     decide,
     load_calibrator,
+    needs_learned,
     scorer_for,
-    uses_learned,
 )
 from gateway.cache.verifier.slots import extract
+from gateway.cache.verifier.verify import Verdict
 from gateway.categories import Category, Classifier
 from gateway.embedding import Embedder, unseen
 from gateway.tools.curves import auc, precision_at, wilson
@@ -137,6 +139,8 @@ class Report:
 
 
 THRESHOLDS = [round(t, 2) for t in np.arange(0.50, 1.0, 0.01)]
+PRIME_BATCH = 64  # pairs per cross-encoder batch (within LearnedVerifier.REMEMBERED)
+UNSEEN = Verdict(False, "below threshold")  # never read: the pair is not served anyway
 RECALLS = [round(r, 2) for r in np.arange(0.05, 1.0001, 0.05)]
 
 
@@ -163,14 +167,14 @@ def evaluate(
     margin: float = 0.0,
     embedded: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
     calibrator: Calibrator | None = None,
-    learned: Scorer | None = None,
+    learned: Judge | None = None,
 ) -> Report:
     """``margin``: the gateway's ``classify_margin`` (categories searched beside the best);
     ``embedded``: ``embed_pairs``' result when the same pairs are evaluated more than once;
     ``calibrator``: the calibrated verifier's model (default: the packaged one); ``learned``:
     the learned verifier (default: the packaged one, loaded when a category uses it)."""
     calibrator = calibrator or load_calibrator()
-    if learned is None and uses_learned(*categories.values()):
+    if learned is None and needs_learned(*categories.values()):
         from gateway.cache.verifier.learned import load_learned
         from gateway.config import Settings
 
@@ -196,19 +200,29 @@ def evaluate(
         searched.append(home in names)
     cat_arr = np.array(cats)
 
-    verdicts = []
+    thresholds = np.array([policy.match_threshold(categories[c], categories[h], 0.0)
+                           for c, h in zip(cats, stored, strict=True)])
+    # a pair under every threshold the report reads (the sweep's and its category's) is never
+    # served: not verified, so the cross-encoder runs only where the gateway would run it
+    floor = np.minimum(thresholds, THRESHOLDS[0])
+    verdicts: list[Verdict] = []
     extract.cache_clear()
     started = time.perf_counter()
-    for n, (p, name, home) in enumerate(zip(pairs, cats, stored, strict=True)):
-        verdicts.append(decide(p.a, p.b, float(sims[n]), categories[name], categories[home],
-                               calibrator, learned))
-        if progress is not None and (n % 1000 == 999 or n == len(pairs) - 1):
-            progress("verifying", n + 1, len(pairs))
+    for start in range(0, len(pairs), PRIME_BATCH):
+        todo = [n for n in range(start, min(start + PRIME_BATCH, len(pairs)))
+                if sims[n] >= floor[n]]
+        if learned is not None:  # one batch through the cross-encoder, as a lookup does
+            learned.prime_pairs([(pairs[n].a, pairs[n].b) for n in todo
+                                 if needs_learned(categories[cats[n]], categories[stored[n]])])
+        for n in range(start, min(start + PRIME_BATCH, len(pairs))):
+            verdicts.append(decide(pairs[n].a, pairs[n].b, float(sims[n]), categories[cats[n]],
+                                   categories[stored[n]], calibrator, learned)
+                            if n in todo or exact[n] else UNSEEN)
+        if progress is not None:
+            progress("verifying", min(start + PRIME_BATCH, len(pairs)), len(pairs))
     verify_us = (time.perf_counter() - started) / len(pairs) * 1e6
     accepted = np.array([v.ok for v in verdicts], dtype=bool)
 
-    thresholds = np.array([policy.match_threshold(categories[c], categories[h], 0.0)
-                           for c, h in zip(cats, stored, strict=True)])
     cacheable = np.array([categories[c].cacheable for c in cats], dtype=bool)
     findable = cacheable & semantic_ok & np.array(searched, dtype=bool) & np.array(
         [categories[h].cacheable for h in stored], dtype=bool)

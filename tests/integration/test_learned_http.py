@@ -29,9 +29,11 @@ def _ask(client: openai.OpenAI, text: str) -> str:
 
 
 def _gateway(gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder,
-             tmp_path: Path, verification: dict[str, object]) -> str:
+             tmp_path: Path, verification: dict[str, object] | None) -> str:
+    """A gateway whose factual category verifies as ``verification`` says (None: as shipped)."""
     overlay = tmp_path / f"overlay-{len(list(tmp_path.iterdir()))}.yaml"
-    overlay.write_text(yaml.safe_dump({"factual": {"verification": verification}}))
+    overlay.write_text(yaml.safe_dump(
+        {"factual": {} if verification is None else {"verification": verification}}))
     gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{overlay}.db",
                          categories_overlay=overlay)
     return f"{gw.url}/v1"
@@ -93,6 +95,8 @@ def test_a_reload_that_turns_the_learned_verifier_on_loads_it_before_any_lookup(
     monkeypatch.setattr(lookup, "load_learned", counted)
     cats = tmp_path / "categories"
     shutil.copytree(categories_dir(), cats)
+    for f in cats.glob("*.yaml"):  # no category asks for the model at the start
+        f.write_text(f.read_text().replace("cross_encoder: true", "cross_encoder: false"))
     gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path / 'r.db'}",
                          admin_key="admin-secret", categories_dir=cats)
     with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-reload", max_retries=0) as client:
@@ -108,3 +112,29 @@ def test_a_reload_that_turns_the_learned_verifier_on_loads_it_before_any_lookup(
         assert _ask(client, REWORDED) == "hit"
         assert _ask(client, SWAPPED) == "miss"
         assert loads == [1]
+
+
+def test_the_shipped_categories_refuse_what_the_cross_encoder_judges_different(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+) -> None:
+    """Shipped as they are, the categories have the cross-encoder beside their slot rules: a
+    different question that no rule catches is refused, and a paraphrase that a rule wrongly
+    vetoes is served. With the rules alone (the control) it is the other way round."""
+    pytest.importorskip("torch")
+    asked, other = "What is the capital of Australia?", "What is the largest city in Australia?"
+    # the entities rule takes "US" for a name the other side does not mention (the model reads
+    # the pair in order, query first: asked the other way round it is less sure)
+    vetoed, paraphrase = ("Name the first US president",
+                          "Who was the first president of the United States?")
+    shipped = _gateway(gateway_factory, embedder, tmp_path, None)
+    with openai.OpenAI(base_url=shipped, api_key="sk-shipped", max_retries=0) as client:
+        assert _ask(client, asked) == "miss"
+        assert _ask(client, other) == "miss"        # not the capital's answer
+        assert _ask(client, vetoed) == "miss"
+        assert _ask(client, paraphrase) == "hit"    # the veto overruled
+    rules = _gateway(gateway_factory, embedder, tmp_path, {"cross_encoder": False})
+    with openai.OpenAI(base_url=rules, api_key="sk-rules", max_retries=0) as client:
+        assert _ask(client, asked) == "miss"
+        assert _ask(client, other) == "hit"
+        assert _ask(client, vetoed) == "miss"
+        assert _ask(client, paraphrase) == "miss"

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.cache.verifier.calibrated import decide, load_calibrator, uses_learned
-from gateway.cache.verifier.learned import Combination, LearnedVerifier, load_learned, overlap
+from gateway.cache.verifier.learned import Combination, Gate, LearnedVerifier, load_learned, overlap
 from gateway.categories import Category, Verification
 from gateway.embedding import SentenceTransformerEmbedder
 
@@ -19,6 +19,9 @@ def _cat(name: str, **verification: object) -> Category:
     return Category(name=name, description="d", exemplars=[f"q{i}" for i in range(15)],
                     threshold=0.8, ttl_seconds=60, quota=10,
                     verification=Verification(**verification))  # type: ignore[arg-type]
+
+
+GATE_POINTS = Gate(refuse_below=4.0, overrule_from=6.0, never_overruled=(), card={})
 
 
 class Fixed:
@@ -67,7 +70,7 @@ def test_the_model_is_not_run_where_the_texts_share_few_words() -> None:
             return [-50.0 for _ in pairs]
 
     comb = Combination(weight=0.01, scale=10.0, bias=-8.0, min_overlap=0.25, card={})
-    v = LearnedVerifier(Counting(), comb)  # type: ignore[arg-type]
+    v = LearnedVerifier(Counting(), comb, GATE_POINTS)  # type: ignore[arg-type]
     far = ("Strikethrough with GitHub Markdown", "how to cross out text on github")
     assert overlap(*far) < 0.25
     assert v.probability(*far, 0.9) == pytest.approx(comb.probability(0.9))
@@ -87,8 +90,8 @@ def test_a_lookups_candidates_go_through_the_model_in_one_batch() -> None:
             return [float(len(b)) - 40.0 for _, b in pairs]  # any score that differs per pair
 
     comb = Combination(weight=0.01, scale=10.0, bias=-8.0, min_overlap=0.25, card={})
-    primed = LearnedVerifier(Recording(), comb)  # type: ignore[arg-type]
-    cold = LearnedVerifier(Recording(), comb)  # type: ignore[arg-type]
+    primed = LearnedVerifier(Recording(), comb, GATE_POINTS)  # type: ignore[arg-type]
+    cold = LearnedVerifier(Recording(), comb, GATE_POINTS)  # type: ignore[arg-type]
     q = "Is Paris bigger than Lyon?"
     cands = ["Is Lyon bigger than Paris?", "Is Paris larger than Lyon?",
              "Is Paris bigger than Lyon today?", "How do birds fly south?"]  # the last: no overlap

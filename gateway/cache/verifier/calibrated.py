@@ -28,12 +28,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+from gateway.cache.verifier.learned import Gate
 from gateway.cache.verifier.slots import Slots, extract
 from gateway.cache.verifier.verify import OK, Verdict, differences, verify
-from gateway.categories import ALL_SLOTS, Category
+from gateway.categories import ALL_SLOTS, Category, SlotKind
 
-__all__ = ["FEATURES", "Calibrator", "Scorer", "decide", "features", "load_calibrator",
-           "min_probability", "scorer_for", "uses_learned"]
+__all__ = ["FEATURES", "Calibrator", "Judge", "Scorer", "decide", "features", "load_calibrator",
+           "min_probability", "needs_learned", "scorer_for", "uses_learned"]
 
 CALIBRATION = Path(__file__).with_name("calibration.json")
 
@@ -70,6 +71,15 @@ def features(query: str, candidate: str, cosine: float) -> list[float]:
 
 class Scorer(Protocol):
     def probability(self, query: str, candidate: str, cosine: float) -> float: ...
+
+
+class Judge(Scorer, Protocol):
+    """The learned verifier as the slot rules' second opinion (learned.py)."""
+
+    @property
+    def gate(self) -> Gate: ...
+
+    def logit(self, query: str, candidate: str) -> float | None: ...
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,18 @@ def uses_learned(*categories: Category) -> bool:
                for c in categories)
 
 
+def judged(*categories: Category) -> bool:
+    """Whether any of these categories has the cross-encoder judge beside its slot rules (a
+    category with an operating point decides by a probability instead)."""
+    return any(c.verification.enabled and c.verification.cross_encoder and _point(c) is None
+               for c in categories)
+
+
+def needs_learned(*categories: Category) -> bool:
+    """Whether deciding for these categories reads the learned verifier at all."""
+    return uses_learned(*categories) or judged(*categories)
+
+
 def scorer_for(category: Category, searched: Category, calibrator: Scorer | None,
                learned: Scorer | None) -> Scorer | None:
     """The model whose probability decides for these two categories: the learned verifier's
@@ -139,13 +161,16 @@ def scorer_for(category: Category, searched: Category, calibrator: Scorer | None
 
 def decide(
     query: str, candidate: str, cosine: float, category: Category, searched: Category,
-    calibrator: Calibrator | None, learned: Scorer | None = None,
+    calibrator: Calibrator | None, learned: Judge | None = None,
 ) -> Verdict:
     """Whether a candidate over the threshold may be served — the one decision the request path
     and ``semcache eval`` share. A category on the rules (verification enabled, no operating
-    point) vetoes on its slot kinds; a category with an operating point needs the calibrated
-    probability to reach it (the stricter of the two categories'), the learned verifier's
-    (``learned``) where either of them asks for it. Neither verifying: served."""
+    point) vetoes on its slot kinds; where it has the cross-encoder beside them
+    (``cross_encoder``), the cross-encoder's logit refuses a pair it judges different and
+    overrules a veto where it is sure (``learned.Gate``). A category with an operating point
+    needs the calibrated probability to reach it (the stricter of the two categories'), the
+    learned verifier's (``learned``) where either of them asks for it. Neither verifying: served.
+    Where a model is asked for and there is none to read, the candidate is refused."""
     if query == candidate:
         return OK
     ruled = [c for c in {category.name: category, searched.name: searched}.values()
@@ -153,6 +178,9 @@ def decide(
     if ruled:
         verdict = verify(query, candidate,
                          list(dict.fromkeys(k for c in ruled for k in c.verification.slots)))
+        if judged(*ruled):
+            verdict = _second_opinion(verdict, query, candidate, learned,
+                                      [k for c in ruled for k in c.verification.slots])
         if not verdict.ok:
             return verdict
     point = min_probability(category, searched)
@@ -163,3 +191,23 @@ def decide(
         return Verdict(False, "probability")
     p = model.probability(query, candidate, cosine)
     return Verdict(p >= point, None if p >= point else "probability", round(p, 6))
+
+
+def _second_opinion(rules: Verdict, query: str, candidate: str, learned: Judge | None,
+                    kinds: list[SlotKind]) -> Verdict:
+    """The cross-encoder beside the rules' verdict (on ``kinds``): it refuses below its gate, and
+    overrules a veto from its upper point unless a kind it never overrules differs; a pair it
+    cannot judge (too few shared words) keeps the rules' verdict."""
+    if learned is None:  # no model to read: refuse rather than serve half-verified
+        return Verdict(False, "cross_encoder")
+    logit = learned.logit(query, candidate)
+    if logit is None:
+        return rules
+    gate = learned.gate
+    if logit < gate.refuse_below:
+        return Verdict(False, "cross_encoder" if rules.ok else rules.reason)
+    if not rules.ok and logit >= gate.overrule_from and not differences(
+            extract(query), extract(candidate),
+            [k for k in kinds if k in gate.never_overruled]):
+        return OK
+    return rules

@@ -20,6 +20,15 @@ its term is negligible and the model is not run at all. ``weight``, ``scale`` an
 what they were chosen and fitted on (the data card) are in ``crossencoder.json``, written by
 ``gateway.tools.fit_learned``. A category opts in with ``verification.learned: true`` beside an
 operating point (``max_wrong_rate`` or ``min_probability``).
+
+Beside the slot rules (``verification.cross_encoder: true``, every shipped category) the model's
+logit is read on its own, as a judge of the pairs it is competent on (those sharing at least
+``min_overlap`` of their words): below ``refuse_below`` the candidate is refused whatever the
+rules say, from ``overrule_from`` on a slot rule's veto is overruled (the rule fired on a
+paraphrase: "the easy way of getting money" / "... to get money") — except the kinds it must
+never overrule (``never_overruled``: a changed number or unit, a swapped relation, where it was
+seen to be wrong). The points, the kinds, and what they were chosen on are in
+``crossencoder_gate.json``, written by ``gateway.tools.fit_gate``.
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ADAPTER = Path(__file__).with_name("crossencoder.npz")
 CARD = Path(__file__).with_name("crossencoder.json")
+GATE = Path(__file__).with_name("crossencoder_gate.json")
 _WORD = re.compile(r"\w+")
 _NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PROBES = [("hi", "hello"), ("Is Paris bigger than Lyon?", "Is Lyon bigger than Paris?"),
@@ -163,6 +173,26 @@ class Combination:
                    float(data["min_overlap"]), dict(data.get("card", {})))
 
 
+@dataclass(frozen=True)
+class Gate:
+    """The cross-encoder's logit read beside the slot rules (see the module's text)."""
+
+    refuse_below: float   # a judged candidate under it is refused
+    overrule_from: float  # a judged candidate at or over it is served despite a slot rule...
+    never_overruled: tuple[str, ...]  # ...but never despite one of these slot kinds
+    card: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Gate:
+        gate = cls(float(data["refuse_below"]), float(data["overrule_from"]),
+                   tuple(str(k) for k in data.get("never_overruled", ())),
+                   dict(data.get("card", {})))
+        if gate.overrule_from < gate.refuse_below:
+            raise ValueError(f"overrule_from {gate.overrule_from} is below refuse_below "
+                             f"{gate.refuse_below}")
+        return gate
+
+
 class LearnedVerifier:
     """P(right) for a candidate: the cross-encoder beside the cosine (see the module's text).
 
@@ -172,39 +202,51 @@ class LearnedVerifier:
 
     REMEMBERED = 256  # primed logits kept: a lookup's candidates, several lookups at once
 
-    def __init__(self, model: PairModel, combination: Combination):
-        self.model, self.combination = model, combination
+    def __init__(self, model: PairModel, combination: Combination, gate: Gate):
+        self.model, self.combination, self.gate = model, combination, gate
         self._primed: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def prime(self, query: str, candidates: list[str]) -> None:
+        self.prime_pairs([(query, c) for c in candidates])
+
+    def prime_pairs(self, pairs: list[tuple[str, str]]) -> None:
+        """Run the model once over every pair it can judge (``semcache eval`` primes many
+        queries' pairs at once; a lookup, one query's candidates)."""
         todo = list(dict.fromkeys(
-            c for c in candidates if c != query
-            and overlap(query, c) >= self.combination.min_overlap))
+            (q, c) for q, c in pairs
+            if c != q and overlap(q, c) >= self.combination.min_overlap))
         if not todo:
             return
-        logits = self.model.logits([(query, c) for c in todo])
+        logits = self.model.logits(todo)
         with self._lock:
-            for c, logit in zip(todo, logits, strict=True):
-                self._primed[(query, c)] = float(logit)
+            for pair, logit in zip(todo, logits, strict=True):
+                self._primed[pair] = float(logit)
             while len(self._primed) > self.REMEMBERED:
                 self._primed.popitem(last=False)
+
+    def logit(self, query: str, candidate: str) -> float | None:
+        """The cross-encoder's logit for the pair (primed or run now); None where the two share
+        too few words for it to judge (``min_overlap``)."""
+        if overlap(query, candidate) < self.combination.min_overlap:
+            return None
+        with self._lock:
+            logit = self._primed.pop((query, candidate), None)
+        return float(self.model.logits([(query, candidate)])[0]) if logit is None else logit
 
     def probability(self, query: str, candidate: str, cosine: float) -> float:
         if query == candidate:
             return 1.0
         c = self.combination
-        shared = overlap(query, candidate)
-        if shared < c.min_overlap:
-            return c.probability(c.score(cosine, 0.0, shared))
-        with self._lock:
-            logit = self._primed.pop((query, candidate), None)
-        if logit is None:
-            logit = float(self.model.logits([(query, candidate)])[0])
-        return c.probability(c.score(cosine, logit, shared))
+        logit = self.logit(query, candidate)
+        return c.probability(c.score(cosine, logit or 0.0, overlap(query, candidate)))
+
+
+def load_gate(path: Path = GATE) -> Gate:
+    return Gate.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def load_learned(cache_dir: Path, card: Path = CARD, adapter: Path = ADAPTER,
-                 threads: int = 0) -> LearnedVerifier:
+                 threads: int = 0, gate: Path = GATE) -> LearnedVerifier:
     combination = Combination.from_json(json.loads(card.read_text(encoding="utf-8")))
-    return LearnedVerifier(PairModel(adapter, cache_dir, threads), combination)
+    return LearnedVerifier(PairModel(adapter, cache_dir, threads), combination, load_gate(gate))
