@@ -25,7 +25,13 @@ from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
 from gateway.cache.upkeep import HitCounter
-from gateway.cache.verifier.calibrated import CALIBRATION, decide, load_calibrator, needs_learned
+from gateway.cache.verifier.calibrated import (
+    CALIBRATION,
+    decide,
+    load_calibrator,
+    needs_learned,
+    uses_learned,
+)
 from gateway.cache.verifier.learned import LearnedVerifier, load_learned
 from gateway.categories import Category
 from gateway.config import Settings
@@ -190,7 +196,10 @@ class Finder:
         pass the stricter threshold and the verification of both."""
         embedder, max_chars = self.embedder, self.settings.max_query_chars
         learned = self.learned_for(category, searched)
-        if learned is not None:  # the cross-encoder over every candidate at once
+        if learned is not None and uses_learned(category, searched):
+            # a probability for every candidate: the cross-encoder over all of them at once.
+            # Beside the rules (cross_encoder) it runs candidate by candidate instead, best
+            # first, and stops at the first one served: on a CPU a batch of five costs five.
             learned.prime(key.text, [rows[i].query_text for i, _ in candidates if i in rows])
         for entry_id, sim in candidates:
             row = rows.get(entry_id)

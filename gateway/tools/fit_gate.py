@@ -41,7 +41,7 @@ from gateway.tools.verifier_data import Row
 
 GRID_REFUSE = (-99.0, -4.0, -2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
 GRID_OVERRULE_STEPS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 99.0)  # overrule_from - refuse_below
-TOLERANCE = 0.005
+TOLERANCE = 0.01  # about two wrong hits of the ~200 StackFAQ train serves: below, noise
 HARD_SHARE = 0.1
 ALWAYS_HARD = ("numbers",)
 

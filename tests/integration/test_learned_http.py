@@ -95,8 +95,6 @@ def test_a_reload_that_turns_the_learned_verifier_on_loads_it_before_any_lookup(
     monkeypatch.setattr(lookup, "load_learned", counted)
     cats = tmp_path / "categories"
     shutil.copytree(categories_dir(), cats)
-    for f in cats.glob("*.yaml"):  # no category asks for the model at the start
-        f.write_text(f.read_text().replace("cross_encoder: true", "cross_encoder: false"))
     gw = gateway_factory(embedder=embedder, database_url=f"sqlite:///{tmp_path / 'r.db'}",
                          admin_key="admin-secret", categories_dir=cats)
     with openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-reload", max_retries=0) as client:
@@ -114,10 +112,10 @@ def test_a_reload_that_turns_the_learned_verifier_on_loads_it_before_any_lookup(
         assert loads == [1]
 
 
-def test_the_shipped_categories_refuse_what_the_cross_encoder_judges_different(
+def test_the_cross_encoder_beside_the_rules_refuses_what_it_judges_different(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
 ) -> None:
-    """Shipped as they are, the categories have the cross-encoder beside their slot rules: a
+    """A category with the cross-encoder beside its slot rules (``cross_encoder: true``): a
     different question that no rule catches is refused, and a paraphrase that a rule wrongly
     vetoes is served. With the rules alone (the control) it is the other way round."""
     pytest.importorskip("torch")
@@ -126,8 +124,8 @@ def test_the_shipped_categories_refuse_what_the_cross_encoder_judges_different(
     # the pair in order, query first: asked the other way round it is less sure)
     vetoed, paraphrase = ("Name the first US president",
                           "Who was the first president of the United States?")
-    shipped = _gateway(gateway_factory, embedder, tmp_path, None)
-    with openai.OpenAI(base_url=shipped, api_key="sk-shipped", max_retries=0) as client:
+    judged = _gateway(gateway_factory, embedder, tmp_path, {"cross_encoder": True})
+    with openai.OpenAI(base_url=judged, api_key="sk-judged", max_retries=0) as client:
         assert _ask(client, asked) == "miss"
         assert _ask(client, other) == "miss"        # not the capital's answer
         assert _ask(client, vetoed) == "miss"

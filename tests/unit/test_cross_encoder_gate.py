@@ -97,8 +97,9 @@ def test_the_shipped_gate_and_categories() -> None:
     gate = load_gate()
     assert gate.refuse_below <= gate.overrule_from and "numbers" in gate.never_overruled
     assert gate.card["chosen_on"].startswith("calib by source")
+    # opt-in: the model refuses typing variants ("what's" / "what is") it was never shown
     shipped = load_categories(categories_dir())
-    assert all(c.verification.cross_encoder for c in shipped.values())
+    assert not any(c.verification.cross_encoder for c in shipped.values())
 
 
 def test_a_gate_whose_points_cross_is_refused(tmp_path: Path) -> None:
