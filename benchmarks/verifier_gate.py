@@ -121,9 +121,10 @@ def main() -> None:
     lines += [
         f"Cost of the cross-encoder on this CPU (ONNX Runtime fp32, 2 threads, p50 of 60): one "
         f"short pair {one:.1f} ms; a lookup's five candidates in one batch {five:.1f} ms; one "
-        f"long pair (two 25-word sentences) {long:.1f} ms. It runs once per lookup that has a "
-        "candidate over its category's threshold sharing a quarter of its words (a miss "
-        "without one, and an exact repeat, never run it).", ""]
+        f"long pair (two 25-word sentences) {long:.1f} ms. Beside the rules it runs candidate "
+        "by candidate (best first, stopping at the first served) for candidates over their "
+        "category's threshold sharing a quarter of their words; a miss without one, and an "
+        "exact repeat, never run it.", ""]
     write_section("verifier_gate", "\n".join(lines))
 
 
