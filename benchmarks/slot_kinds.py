@@ -22,23 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import stamp, write_section
 
-from gateway.categories import ALL_SLOTS, Category, Classifier, load_categories
-from gateway.config import Settings
-from gateway.embedding import load_embedder
-from gateway.resources import categories_dir
-from gateway.tools.evaluation import Pair, embed_pairs, evaluate, load_pairs
+from gateway.categories import ALL_SLOTS
+from gateway.tools.evaluation import (
+    Pair,
+    embed_pairs,
+    load_pairs,
+    load_shipped,
+    with_verification,
+)
 from gateway.tools.verifier_data import mined_negatives, read
 
 DATA = Path(__file__).parent / "data"
-
-
-def with_slots(cats: dict[str, Category], kinds: list[str] | None) -> dict[str, Category]:
-    out = {}
-    for name, c in cats.items():
-        ver = c.verification.model_copy(update={"enabled": kinds is not None,
-                                                "slots": list(kinds or [])})
-        out[name] = c.model_copy(update={"verification": ver})
-    return out
 
 
 def public_sets(root: Path, encode) -> dict[str, list[Pair]]:  # type: ignore[no-untyped-def]
@@ -67,11 +61,8 @@ def main() -> None:
     ap.add_argument("--pairs", type=Path, default=Path(__file__).parents[1].parent / "shared"
                     / "data" / "pairs")
     args = ap.parse_args()
-    settings = Settings()
-    embedder = load_embedder(None, "cpu", "onnx", settings.embedding_cache_dir)
-    shipped = load_categories(categories_dir())
-    classifier = Classifier(shipped, {n: embedder.encode(c.exemplars) for n, c in shipped.items()},
-                            settings.classify_min_similarity)
+    gateway = load_shipped()
+    shipped, embedder = gateway.categories, gateway.embedder
     sets = public_sets(args.pairs, embedder.encode)
     lines = [
         "## Rule kinds on data they were not written from", "", stamp(), "",
@@ -84,8 +75,8 @@ def main() -> None:
     ]
     for title, pairs in sets.items():
         embedded = embed_pairs(pairs, embedder)
-        base = evaluate(pairs, embedder, with_slots(shipped, None), classifier,
-                        margin=settings.classify_margin, embedded=embedded)
+        base = gateway.evaluate(pairs, with_verification(shipped, enabled=False, slots=[]),
+                                embedded=embedded)
         pos = sum(p.same for p in pairs)
         lines += [f"### {title}: {len(pairs)} pairs ({pos} same)", "",
                   f"Threshold alone: precision {base.overall_verified.precision:.3f}, recall "
@@ -93,9 +84,9 @@ def main() -> None:
                   "| kinds | precision | recall | true rejected | wrong prevented | vs frontier |",
                   "|---|---|---|---|---|---|"]
         for kind in ["shipped", *ALL_SLOTS]:
-            cats = shipped if kind == "shipped" else with_slots(shipped, [kind])
-            r = evaluate(pairs, embedder, cats, classifier, margin=settings.classify_margin,
-                         embedded=embedded)
+            cats = shipped if kind == "shipped" else with_verification(shipped, enabled=True,
+                                                                          slots=[kind])
+            r = gateway.evaluate(pairs, cats, embedded=embedded)
             v, b = r.overall_verified, base.overall_verified
             true_rej = (b.hits - b.wrong_hits) - (v.hits - v.wrong_hits)
             wrong_prev = b.wrong_hits - v.wrong_hits

@@ -23,13 +23,9 @@ import numpy as np
 from _report import stamp, write_section
 from slot_kinds import public_sets
 
-from gateway.cache.verifier.learned import GATE, load_gate, load_learned
-from gateway.categories import Classifier, load_categories
+from gateway.cache.verifier.learned import GATE, load_learned
 from gateway.config import Settings
-from gateway.embedding import load_embedder
-from gateway.resources import categories_dir
-from gateway.tools.evaluation import Pair, Report, embed_pairs, evaluate
-from gateway.tools.fit_gate import with_verification
+from gateway.tools.evaluation import Pair, Report, embed_pairs, load_shipped, with_verification
 from gateway.tools.verifier_data import read
 
 SHORT = [("How do I reverse a list in Python?", "How can I reverse a Python list?"),
@@ -37,7 +33,7 @@ SHORT = [("How do I reverse a list in Python?", "How can I reverse a Python list
          ("Is Pakistan more beautiful than India?", "Is Pakistan more beautiful than India or not?")]
 
 
-def _row(name: str, r: Report, base: Report | None) -> str:
+def _row(name: str, r: Report) -> str:
     v = r.overall_verified
     gap = v.precision - r.overall_frontier_precision if r.overall_frontier_precision else 0.0
     lo, hi = v.precision_ci
@@ -67,23 +63,20 @@ def main() -> None:
     ap.add_argument("--pairs", type=Path, default=Path(__file__).parents[1].parent / "shared"
                     / "data" / "pairs")
     args = ap.parse_args()
-    settings = Settings()
-    embedder = load_embedder(None, "cpu", "onnx", settings.embedding_cache_dir)
-    shipped = load_categories(categories_dir())
-    classifier = Classifier(shipped, {n: embedder.encode(c.exemplars) for n, c in shipped.items()},
-                            settings.classify_min_similarity)
-    learned = load_learned(settings.embedding_cache_dir, threads=2)
-    gate = load_gate()
-    sets = public_sets(args.pairs, embedder.encode)
+    shipped = load_shipped()
+    learned = load_learned(Settings().embedding_cache_dir, threads=2)
+    gate = learned.gate
+    sets = public_sets(args.pairs, shipped.embedder.encode)
     sets.pop("StackFAQ (both splits)")
     stack = read(args.pairs / "stackfaq.jsonl")
     for split in ("dev", "train"):
         sets[f"StackFAQ {split}" + (" (tuning)" if split == "train" else "")] = [
             Pair(r["a"], r["b"], bool(r["same"])) for r in stack if r["split"] == split]
-    variants = {"threshold alone": with_verification(shipped, enabled=False),
-                "rules alone (shipped)": with_verification(shipped, cross_encoder=False),
+    cats = shipped.categories
+    variants = {"threshold alone": with_verification(cats, enabled=False),
+                "rules alone (shipped)": with_verification(cats, cross_encoder=False),
                 "**rules + cross-encoder** (`cross_encoder: true`)":
-                    with_verification(shipped, cross_encoder=True)}
+                    with_verification(cats, cross_encoder=True)}
     lines = [
         "## Slot rules with the cross-encoder beside them (`benchmarks/verifier_gate.py`)", "",
         stamp(), "",
@@ -101,18 +94,15 @@ def main() -> None:
         "threshold alone reaches at the same recall (negative: raising the threshold does "
         "better). Every set but StackFAQ train is held out (never trained or tuned on).", ""]
     for title, pairs in sets.items():
-        embedded = embed_pairs(pairs, embedder)
+        embedded = embed_pairs(pairs, shipped.embedder)
         pos = sum(p.same for p in pairs)
         lines += [f"### {title}: {len(pairs)} pairs ({pos} same)", "",
                   "| verification | precision (95% CI) | recall | served | wrong | vs frontier |",
                   "|---|---|---|---|---|---|"]
-        base = None
-        for name, cats in variants.items():
+        for name, variant in variants.items():
             started = time.perf_counter()
-            r = evaluate(pairs, embedder, cats, classifier, margin=settings.classify_margin,
-                         embedded=embedded, learned=learned)
-            base = base or r
-            lines.append(_row(name, r, base))
+            r = shipped.evaluate(pairs, variant, embedded=embedded, learned=learned)
+            lines.append(_row(name, r))
             print(f"{title:40} {name:36} P {r.overall_verified.precision:.3f} "
                   f"R {r.overall_verified.recall:.3f} ({time.perf_counter() - started:.0f} s)",
                   flush=True)

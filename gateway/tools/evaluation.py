@@ -283,3 +283,40 @@ def evaluate(
                       or calibrator).probability(pairs[i].a, pairs[i].b, float(sims[i])),
                      bool(labels[i])) for i in np.flatnonzero(sim_hit)],
     )
+
+
+def with_verification(categories: dict[str, Category], **update: Any) -> dict[str, Category]:
+    """The categories with fields of their ``verification`` replaced (``enabled=False``: the
+    threshold alone; ``slots=[...]``, ``cross_encoder=...``)."""
+    return {n: c.model_copy(update={"verification": c.verification.model_copy(update=update)})
+            for n, c in categories.items()}
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """The shipped categories, classified as the gateway classifies, on the packaged model (ONNX
+    Runtime on CPU): what benchmarks and fitting tools evaluate pair sets against."""
+
+    embedder: Embedder
+    categories: dict[str, Category]
+    classifier: Classifier
+    margin: float
+
+    def evaluate(self, pairs: list[Pair], categories: dict[str, Category] | None = None,
+                 **kwargs: Any) -> Report:
+        return evaluate(pairs, self.embedder, self.categories if categories is None
+                        else categories, self.classifier, margin=self.margin, **kwargs)
+
+
+def load_shipped() -> Shipped:
+    from gateway.categories import load_categories
+    from gateway.config import Settings
+    from gateway.embedding import load_embedder
+    from gateway.resources import categories_dir
+
+    settings = Settings()
+    embedder = load_embedder(None, "cpu", "onnx", settings.embedding_cache_dir)
+    shipped = load_categories(categories_dir())
+    classifier = Classifier(shipped, {n: embedder.encode(c.exemplars) for n, c in shipped.items()},
+                            settings.classify_min_similarity)
+    return Shipped(embedder, shipped, classifier, settings.classify_margin)

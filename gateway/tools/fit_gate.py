@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from gateway.cache.verifier.learned import ADAPTER, GATE, PairModel, overlap
-from gateway.categories import ALL_SLOTS, Category
+from gateway.cache.verifier.learned import ADAPTER, GATE, PairModel, load_combination, overlap
+from gateway.categories import ALL_SLOTS
 from gateway.tools.curves import precision_at
+from gateway.tools.evaluation import Pair, embed_pairs, load_shipped, with_verification
 from gateway.tools.train_calibrator import add_set_arguments, read_sets
 from gateway.tools.verifier_data import Row
 
@@ -82,45 +83,30 @@ class Decided:
         return p - (frontier if frontier is not None else p), p, r
 
 
-def with_verification(categories: dict[str, Category], **update: Any) -> dict[str, Category]:
-    return {n: c.model_copy(update={"verification": c.verification.model_copy(update=update)})
-            for n, c in categories.items()}
-
-
-def decided_sets(sets: dict[str, list[Row]], model: PairModel, progress: Any = print
-                 ) -> dict[str, Decided]:
-    """Every set decided with the shipped categories (the gateway's code: ``evaluate``)."""
-    from gateway.categories import Classifier, load_categories
-    from gateway.config import Settings
-    from gateway.embedding import load_embedder
-    from gateway.resources import categories_dir
-    from gateway.tools.evaluation import Pair, embed_pairs, evaluate
-
-    settings = Settings()
-    embedder = load_embedder(None, "cpu", "onnx", settings.embedding_cache_dir)
-    shipped = load_categories(categories_dir())
-    classifier = Classifier(shipped, {n: embedder.encode(c.exemplars) for n, c in shipped.items()},
-                            settings.classify_min_similarity)
-    variants = {"alone": with_verification(shipped, enabled=False),
-                "rules": with_verification(shipped, cross_encoder=False)}
+def decided_sets(sets: dict[str, list[Row]], model: PairModel, min_overlap: float,
+                 progress: Any = print) -> dict[str, Decided]:
+    """Every set decided with the shipped categories (the gateway's code: ``evaluate``); the
+    cross-encoder's logit where the gateway would read it (``min_overlap``, as ``learned``)."""
+    shipped = load_shipped()
+    variants = {"alone": with_verification(shipped.categories, enabled=False),
+                "rules": with_verification(shipped.categories, cross_encoder=False)}
     for kind in ALL_SLOTS:  # each kind's rule alone, where the category checks it
         variants[kind] = {n: c.model_copy(update={"verification": c.verification.model_copy(
             update={"cross_encoder": False,
                     "slots": [k for k in c.verification.slots if k == kind]})})
-            for n, c in shipped.items()}
+            for n, c in shipped.categories.items()}
     out = {}
     for name, rows in sets.items():
         pairs = [Pair(r["a"], r["b"], bool(r["same"])) for r in rows]
-        embedded = embed_pairs(pairs, embedder)
+        embedded = embed_pairs(pairs, shipped.embedder)
         served = {}
         for variant, cats in variants.items():
             mask = np.zeros(len(pairs), dtype=bool)
-            mask[evaluate(pairs, embedder, cats, classifier, margin=settings.classify_margin,
-                          embedded=embedded).served] = True
+            mask[shipped.evaluate(pairs, cats, embedded=embedded).served] = True
             served[variant] = mask
         logit = np.full(len(pairs), np.nan)
         run = [i for i in np.flatnonzero(served["alone"]) if pairs[i].a != pairs[i].b
-               and overlap(pairs[i].a, pairs[i].b) >= 0.25]
+               and overlap(pairs[i].a, pairs[i].b) >= min_overlap]
         progress(f"{name}: {len(run)} of {len(pairs)} pairs through the cross-encoder")
         for s in range(0, len(run), 32):
             idx = run[s:s + 32]
@@ -160,7 +146,7 @@ def main() -> None:
     for name, (rows_at,) in by_source(calib, index).items():
         sets[name] = [calib[i] for i in rows_at]
     model = PairModel(ADAPTER, Settings().embedding_cache_dir)
-    tuning = decided_sets(sets, model)
+    tuning = decided_sets(sets, model, load_combination().min_overlap)
     (_, first_hi), _ = choose(tuning)
     overruled: dict[str, list[int]] = {}
     for d in tuning.values():

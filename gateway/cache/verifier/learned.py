@@ -21,13 +21,13 @@ what they were chosen and fitted on (the data card) are in ``crossencoder.json``
 ``gateway.tools.fit_learned``. A category opts in with ``verification.learned: true`` beside an
 operating point (``max_wrong_rate`` or ``min_probability``).
 
-Beside the slot rules (``verification.cross_encoder: true``, every shipped category) the model's
+Beside the slot rules (``verification.cross_encoder: true``, opt-in per category) the model's
 logit is read on its own, as a judge of the pairs it is competent on (those sharing at least
 ``min_overlap`` of their words): below ``refuse_below`` the candidate is refused whatever the
 rules say, from ``overrule_from`` on a slot rule's veto is overruled (the rule fired on a
 paraphrase: "the easy way of getting money" / "... to get money") — except the kinds it must
-never overrule (``never_overruled``: a changed number or unit, a swapped relation, where it was
-seen to be wrong). The points, the kinds, and what they were chosen on are in
+never overrule (``never_overruled``: a changed number or unit, and any kind whose overrules were
+too often wrong on the tuning sets). The points, the kinds, and what they were chosen on are in
 ``crossencoder_gate.json``, written by ``gateway.tools.fit_gate``.
 """
 
@@ -225,10 +225,10 @@ class LearnedVerifier:
             while len(self._primed) > self.REMEMBERED:
                 self._primed.popitem(last=False)
 
-    def logit(self, query: str, candidate: str) -> float | None:
+    def logit(self, query: str, candidate: str, shared: float | None = None) -> float | None:
         """The cross-encoder's logit for the pair (primed or run now); None where the two share
-        too few words for it to judge (``min_overlap``)."""
-        if overlap(query, candidate) < self.combination.min_overlap:
+        too few words for it to judge (``shared``: their ``overlap``, where already known)."""
+        if (overlap(query, candidate) if shared is None else shared) < self.combination.min_overlap:
             return None
         with self._lock:
             logit = self._primed.pop((query, candidate), None)
@@ -238,15 +238,20 @@ class LearnedVerifier:
         if query == candidate:
             return 1.0
         c = self.combination
-        logit = self.logit(query, candidate)
-        return c.probability(c.score(cosine, logit or 0.0, overlap(query, candidate)))
+        shared = overlap(query, candidate)
+        logit = self.logit(query, candidate, shared)
+        return c.probability(c.score(cosine, logit or 0.0, shared))
 
 
 def load_gate(path: Path = GATE) -> Gate:
     return Gate.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
+def load_combination(card: Path = CARD) -> Combination:
+    return Combination.from_json(json.loads(card.read_text(encoding="utf-8")))
+
+
 def load_learned(cache_dir: Path, card: Path = CARD, adapter: Path = ADAPTER,
                  threads: int = 0, gate: Path = GATE) -> LearnedVerifier:
-    combination = Combination.from_json(json.loads(card.read_text(encoding="utf-8")))
-    return LearnedVerifier(PairModel(adapter, cache_dir, threads), combination, load_gate(gate))
+    return LearnedVerifier(PairModel(adapter, cache_dir, threads), load_combination(card),
+                           load_gate(gate))
