@@ -41,7 +41,7 @@ RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
 DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
                             "residual": 1, "train_gate": 0.0, "full": 0, "extra": "", "keep": "",
-                            "save": 0, "compress": "", "layers": 0}
+                            "save": 0, "compress": "", "layers": 0, "both": 0}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -101,7 +101,7 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
     heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder")]
     opt = torch.optim.AdamW([{"params": lora, "lr": cfg["lr"]},
                              {"params": heads, "lr": cfg["head_lr"]}], weight_decay=0.01)
-    steps = cfg["epochs"] * math.ceil(len(rows) / cfg["batch"])
+    steps = cfg["epochs"] * math.ceil(len(rows) * (2 if cfg["both"] else 1) / cfg["batch"])
     warm = max(1, int(steps * 0.06))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (steps - s) / max(1, steps - warm)))
@@ -110,9 +110,19 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
     for epoch in range(cfg["epochs"]):
         model.train()
         order = rng.sample(rows, len(rows))
-        # both orders of a pair mean the same: each epoch shows each pair one way, at random
-        a = [r["a"] if rng.random() < 0.5 else r["b"] for r in order]
-        b = [r["b"] if x == r["a"] else r["a"] for x, r in zip(a, order, strict=True)]
+        # both orders of a pair mean the same: each epoch shows each pair one way, at random,
+        # or (both=1) both ways
+        if cfg["both"]:
+            order = rng.sample(order + order, 2 * len(order))
+            flip = [False] * len(order)
+            seen: set[int] = set()
+            for k, r in enumerate(order):
+                flip[k] = id(r) in seen
+                seen.add(id(r))
+        else:
+            flip = [rng.random() >= 0.5 for _ in order]
+        a = [r["b"] if f else r["a"] for r, f in zip(order, flip, strict=True)]
+        b = [r["a"] if f else r["b"] for r, f in zip(order, flip, strict=True)]
         y = torch.tensor([float(r["same"]) for r in order])
         total = 0.0
         for i, feed in enumerate(batches(tokenizer, a, b, [r["cos"] for r in order], cfg["batch"],

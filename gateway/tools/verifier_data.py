@@ -10,8 +10,9 @@ What goes where (a split used here for training is never used to judge the verif
   (two different SQuAD questions of the train split that are near neighbours by embedding:
   mostly different questions about one topic — not human labels, marked ``mined``); *synthetic*
   one-edit pairs made from Disfl-QA train questions (``synthetic:<kind>``): a different number,
-  question word, entity or an added negation (negatives), and typing variants — case,
-  punctuation, contractions, a polite prefix (positives); the project's generated dev set.
+  question word, entity or an added negation (negatives), typing variants — case,
+  punctuation, contractions, a polite prefix — and a closing phrase moved to the front ("… in
+  1361?" → "In 1361, …?") (positives); the project's generated dev set.
 - **held aside, never trained or tuned on**: PAWS-Wiki ``test``, STS-B ``dev``+``test``,
   Disfl-QA ``dev``+``test`` (positives, with negatives mined the same way inside those splits),
   StackFAQ (both splits: its README allows tuning and evaluation only, never training of anything
@@ -50,6 +51,11 @@ _CONTRACT = (("what is", "what's"), ("do not", "don't"), ("does not", "doesn't")
              ("where is", "where's"), ("how is", "how's"))
 _PREFIX = ("Can you tell me ", "I'd like to know ", "Please tell me ", "Do you know ",
            "Quick question: ", "I was wondering ")
+# a closing place or time phrase, which can open the question instead: "... plague in 1361?"
+_CLOSING = re.compile(r"^(?P<head>(?:\S+\s+){3,}\S+)\s+(?P<phrase>(?:in|at|during|since|before|after)"
+                      r"\s+(?:\S+\s+){0,3}\S+?)\s*\?$")
+_VERBS = frozenset("is are was were be been did do does has have had can could will would "
+                   "should may might must".split())
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _CAPITAL = re.compile(r"(?<=\w\s)([A-Z][a-z]{2,})\b")
 
@@ -127,8 +133,30 @@ def _typing_variant(q: str, rng: random.Random) -> str:
     return q.rstrip("?. ")
 
 
+def _moved_phrase(q: str) -> str | None:
+    """"What ... of the plague in 1361?" -> "In 1361, what ... of the plague?" (same meaning)."""
+    m = _CLOSING.match(q.strip())
+    # a phrase with a verb in it is a clause ("in the tropics were civilized"): left alone
+    if not m or any(w in _WH or w in _VERBS for w in m["phrase"].lower().split()):
+        return None
+    last = m["phrase"].split()[-1]
+    if not (last[0].isupper() or last[0].isdigit()):  # a place or a time: "in Japan", "in 1821"
+        return None
+    head = m["head"]
+    if head.split()[0].lower() not in _WH or not head[-1].isalnum():  # plain wh-questions only
+        return None
+    if head.split()[-1][0].isupper() and m["phrase"].split()[1][0].isupper():
+        return None  # part of a name: "the Nobel Prize in Economic Sciences"
+    if any(w in _WH or w == "that" for w in head.lower().split()[1:]):  # a relative clause's
+        return None
+    if head.split()[-1].lower() in _VERBS or m["phrase"].split()[1].endswith("ing"):
+        return None  # "... swimming pool is at X?", "... involved in assassinating X?"
+    return f"{m['phrase'][0].upper()}{m['phrase'][1:]}, {head[0].lower()}{head[1:]}?"
+
+
 def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[Row]:
-    """One-edit pairs from fluent questions: four kinds of changed meaning, one of typing."""
+    """One-edit pairs from fluent questions: four kinds of changed meaning; typing variants and
+    moved phrases, which keep it."""
     capitals = sorted({e for q in questions for e in _CAPITAL.findall(q)})
     rows: list[Row] = []
     makers: dict[str, Callable[[str], str | None]] = {
@@ -150,6 +178,14 @@ def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[R
         b = _typing_variant(q, rng)
         if b != q:
             rows.append(_row(q, b, True, "synthetic", "synthetic:typing"))
+    moved = 0
+    for q in rng.sample(questions, len(questions)):
+        b = _moved_phrase(q)
+        if b:
+            rows.append(_row(q, b, True, "synthetic", "synthetic:moved"))
+            moved += 1
+            if moved >= per_kind:
+                break
     return rows
 
 

@@ -23,9 +23,30 @@ def test_synthetic_pairs_change_one_thing_and_are_labeled() -> None:
             "synthetic:typing"} <= kinds
     for r in rows:
         assert r["a"] != r["b"] and r["source"] == "synthetic"
-        assert r["same"] == (r["kind"] == "synthetic:typing")
+        assert r["same"] == (r["kind"] in ("synthetic:typing", "synthetic:moved"))
         if r["kind"] == "synthetic:number":
             assert "1939" in r["a"] and "1939" not in r["b"]
+
+
+def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
+    assert vd._moved_phrase("How many people lived in Warsaw in 1939?") == \
+        "In 1939, how many people lived in Warsaw?"
+    assert vd._moved_phrase("Where did Genghis Khan die?") is None  # no closing phrase
+    # a phrase with a verb is a clause, and a common noun may belong to the verb: left alone
+    assert vd._moved_phrase("Which theory suggested people in the tropics were civilized?") is None
+    assert vd._moved_phrase("What did the fossils found in the Burgess Shale lack?") is None
+    assert vd._moved_phrase("Is Mount Everest in Nepal?") is None  # not a wh-question
+    moved = [r for r in vd.synthetic(QUESTIONS, random.Random(1), per_kind=10)
+             if r["kind"] == "synthetic:moved"]
+    assert [(r["a"], r["same"]) for r in moved] == [("How many people lived in Warsaw in 1939?",
+                                                     True)]
+
+
+def test_both_orders_show_each_pair_twice_an_epoch() -> None:
+    from gateway.tools.train_verifier import parse_variant
+
+    assert parse_variant("b:both=1,epochs=10")[1]["both"] == 1
+    assert parse_variant("b:epochs=10")[1]["both"] == 0
 
 
 def test_mined_negatives_skip_the_same_question_and_near_copies() -> None:
