@@ -29,6 +29,7 @@ import torch
 from gateway.cache.verifier.model import (
     PairScorer,
     add_lora,
+    apply_adapter,
     compress_full,
     export_adapter,
     load_base,
@@ -41,7 +42,8 @@ RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
 DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, "head_lr": 1e-3,
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
                             "residual": 1, "train_gate": 0.0, "full": 0, "extra": "", "keep": "",
-                            "save": 0, "compress": "", "layers": 0, "both": 0}
+                            "save": 0, "compress": "", "layers": 0, "both": 0,
+                            "init": ""}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -49,7 +51,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     cfg = dict(DEFAULTS)
     for item in filter(None, rest.split(",")):
         k, _, v = item.partition("=")
-        cfg[k] = type(DEFAULTS[k])(v) if k not in ("drop", "extra", "keep", "compress") \
+        cfg[k] = type(DEFAULTS[k])(v) if k not in ("drop", "extra", "keep", "compress", "init") \
             else v.replace("+", ",")
     return name, cfg
 
@@ -81,8 +83,14 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
           ) -> tuple[PairScorer, Any, list[str]]:
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
-    encoder, tokenizer = load_base(base, cfg["layers"])
-    model = PairScorer(encoder)
+    if cfg["init"]:  # continue from an adapter (its changes merged into the base): full only
+        if not cfg["full"]:
+            raise ValueError("init= continues a full fine-tune: set full=1")
+        model, tokenizer, _ = apply_adapter(Path(cfg["init"]), base)
+        model.train()
+    else:
+        encoder, tokenizer = load_base(base, cfg["layers"])
+        model = PairScorer(encoder)
     # full: every weight trains (a research baseline: too large to ship as an adapter)
     names = add_lora(model, cfg["rank"], cfg["alpha"]) if not cfg["full"] else []
     rows = [r for r in rows if r["cos"] >= cfg["train_gate"]]

@@ -49,6 +49,15 @@ def test_both_orders_show_each_pair_twice_an_epoch() -> None:
     assert parse_variant("b:epochs=10")[1]["both"] == 0
 
 
+def test_a_continued_run_starts_from_the_adapter_it_names() -> None:
+    from gateway.tools.train_verifier import parse_variant, train
+
+    name, cfg = parse_variant("c:init=/x/crossencoder.npz,full=1,epochs=1")
+    assert cfg["init"] == "/x/crossencoder.npz"
+    with pytest.raises(ValueError, match="full=1"):  # an adapter over a merged start loses it
+        train([], {**cfg, "full": 0}, None, "cpu")
+
+
 def test_mined_negatives_skip_the_same_question_and_near_copies() -> None:
     qs = [("What is the capital of Poland?", "1"), ("What is the capital of Poland ?", "2"),
           ("What is the largest city of Poland?", "3"), ("Who wrote Hamlet?", "4")]
