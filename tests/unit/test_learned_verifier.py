@@ -52,7 +52,7 @@ def test_both_orders_show_each_pair_twice_an_epoch() -> None:
 def test_a_continued_run_starts_from_the_adapter_it_names() -> None:
     from gateway.tools.train_verifier import parse_variant, train
 
-    name, cfg = parse_variant("c:init=/x/crossencoder.npz,full=1,epochs=1")
+    _, cfg = parse_variant("c:init=/x/crossencoder.npz,full=1,epochs=1")
     assert cfg["init"] == "/x/crossencoder.npz"
     with pytest.raises(ValueError, match="full=1"):  # an adapter over a merged start loses it
         train([], {**cfg, "full": 0}, None, "cpu")
