@@ -14,7 +14,6 @@ from gateway.cache.verifier.learned import (
     Combination,
     Gate,
     LearnedVerifier,
-    load_gate,
     load_learned,
     overlap,
 )
@@ -173,48 +172,3 @@ def test_an_export_that_computes_otherwise_than_its_model_is_refused_and_removed
     monkeypatch.setattr(learned.PairModel, "_export", real)
     assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
 
-
-# Questions written for this test (from no training set), each typed five ways that keep its
-# meaning, and changed one way that does not.
-RETYPED = [
-    ("What is the boiling point of water at sea level?",
-     ["what is the boiling point of water at sea level",
-      "What's the boiling point of water at sea level?",
-      "Can you tell me what is the boiling point of water at sea level?",
-      "At sea level, what is the boiling point of water?"],
-     "What is the freezing point of water at sea level?"),
-    ("How many people lived in Lisbon in 1755?",
-     ["how many people lived in lisbon in 1755", "How many people lived in Lisbon in 1755 ?",
-      "Please tell me how many people lived in Lisbon in 1755?",
-      "In 1755, how many people lived in Lisbon?"],
-     "How many people lived in Lisbon in 1855?"),
-    ("Who designed the Eiffel Tower in Paris?",
-     ["who designed the eiffel tower in paris", "Who designed the Eiffel Tower in Paris ?",
-      "I'd like to know who designed the Eiffel Tower in Paris?",
-      "In Paris, who designed the Eiffel Tower?"],
-     "Who designed the Chrysler Building in New York?"),
-    ("When did the Ottoman Empire capture Constantinople?",
-     ["when did the ottoman empire capture constantinople",
-      "When did the Ottoman Empire capture Constantinople ?",
-      "Do you know when the Ottoman Empire captured Constantinople?",
-      "When did the Ottoman Empire capture Constantinople"],
-     "Why did the Ottoman Empire capture Constantinople?"),
-]
-
-
-@pytest.mark.xfail(strict=True, reason="the shipped cross-encoder (run8) scores a question "
-                   "against itself at logit -10.6 and refuses its typing variants: the reason "
-                   "verification.cross_encoder is opt-in; retrain with verifier_data's typing "
-                   "and moved-phrase positives, then remove this mark")
-def test_the_packaged_cross_encoder_does_not_refuse_a_question_typed_otherwise(
-        tmp_path: Path) -> None:
-    """The same question in lower case, without its question mark, with a polite prefix or a
-    closing phrase put first is still the question: beside the rules the cross-encoder must not
-    refuse it (logit under the gate's refuse point) — not even the question itself. A changed
-    entity, number or question word it still refuses."""
-    pytest.importorskip("torch")
-    learned, gate = load_learned(tmp_path), load_gate()
-    kept = [learned.logit(q, v) for q, variants, _ in RETYPED for v in [q, *variants]]
-    changed = [learned.logit(q, other) for q, _, other in RETYPED]
-    assert all(x is not None and x >= gate.refuse_below for x in kept), kept
-    assert all(x is not None and x < gate.refuse_below for x in changed), changed
