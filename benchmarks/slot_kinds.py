@@ -56,10 +56,13 @@ def public_sets(root: Path, encode) -> dict[str, list[Pair]]:  # type: ignore[no
     }
 
 
+# ../shared/data/pairs beside the project
+PAIRS = Path(__file__).parents[1].parent / "shared" / "data" / "pairs"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path(__file__).parents[1].parent / "shared"
-                    / "data" / "pairs")
+    ap.add_argument("--pairs", type=Path, default=PAIRS)
     args = ap.parse_args()
     gateway = load_shipped()
     shipped, embedder = gateway.categories, gateway.embedder

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _report import stamp, write_section
-from slot_kinds import public_sets
+from slot_kinds import PAIRS, public_sets
 
 from gateway.cache.verifier.learned import GATE, load_learned
 from gateway.config import Settings
@@ -60,8 +60,7 @@ def _cost(learned, repeats: int = 60) -> tuple[float, float, float]:  # type: ig
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", type=Path, default=Path(__file__).parents[1].parent / "shared"
-                    / "data" / "pairs")
+    ap.add_argument("--pairs", type=Path, default=PAIRS)
     args = ap.parse_args()
     shipped = load_shipped()
     learned = load_learned(Settings().embedding_cache_dir, threads=2)

@@ -79,6 +79,16 @@ def logits(model: PairScorer, tokenizer: Any, rows: list[dict[str, Any]], cfg: d
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def shown_in_epoch(rows: list[dict[str, Any]], both: bool, rng: random.Random
+                   ) -> list[tuple[dict[str, Any], bool]]:
+    """An epoch's pairs in order, each with whether it is shown flipped (b, a). Both orders of a
+    pair mean the same: each pair is shown one way, at random, or (``both``) both ways."""
+    order = rng.sample(rows, len(rows))
+    if both:
+        return rng.sample([(r, f) for f in (False, True) for r in order], 2 * len(order))
+    return [(r, rng.random() >= 0.5) for r in order]
+
+
 def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, device: str
           ) -> tuple[PairScorer, Any, list[str]]:
     torch.manual_seed(cfg["seed"])
@@ -117,20 +127,10 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
     step = 0
     for epoch in range(cfg["epochs"]):
         model.train()
-        order = rng.sample(rows, len(rows))
-        # both orders of a pair mean the same: each epoch shows each pair one way, at random,
-        # or (both=1) both ways
-        if cfg["both"]:
-            order = rng.sample(order + order, 2 * len(order))
-            flip = [False] * len(order)
-            seen: set[int] = set()
-            for k, r in enumerate(order):
-                flip[k] = id(r) in seen
-                seen.add(id(r))
-        else:
-            flip = [rng.random() >= 0.5 for _ in order]
-        a = [r["b"] if f else r["a"] for r, f in zip(order, flip, strict=True)]
-        b = [r["a"] if f else r["b"] for r, f in zip(order, flip, strict=True)]
+        shown = shown_in_epoch(rows, bool(cfg["both"]), rng)
+        order = [r for r, _ in shown]
+        a = [r["b"] if f else r["a"] for r, f in shown]
+        b = [r["a"] if f else r["b"] for r, f in shown]
         y = torch.tensor([float(r["same"]) for r in order])
         total = 0.0
         for i, feed in enumerate(batches(tokenizer, a, b, [r["cos"] for r in order], cfg["batch"],

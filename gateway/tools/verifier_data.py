@@ -136,22 +136,37 @@ def _typing_variant(q: str, rng: random.Random) -> str:
 def _moved_phrase(q: str) -> str | None:
     """"What ... of the plague in 1361?" -> "In 1361, what ... of the plague?" (same meaning)."""
     m = _CLOSING.match(q.strip())
+    if not m:
+        return None
+    head, phrase = m["head"], m["phrase"]
+    words, pwords = head.split(), phrase.split()
     # a phrase with a verb in it is a clause ("in the tropics were civilized"): left alone
-    if not m or any(w in _WH or w in _VERBS for w in m["phrase"].lower().split()):
+    if any(w in _WH or w in _VERBS for w in phrase.lower().split()):
         return None
-    last = m["phrase"].split()[-1]
-    if not (last[0].isupper() or last[0].isdigit()):  # a place or a time: "in Japan", "in 1821"
+    if not (pwords[-1][0].isupper() or pwords[-1][0].isdigit()):  # a place or a time: "in Japan"
         return None
-    head = m["head"]
-    if head.split()[0].lower() not in _WH or not head[-1].isalnum():  # plain wh-questions only
+    if words[0].lower() not in _WH or not head[-1].isalnum():  # plain wh-questions only
         return None
-    if head.split()[-1][0].isupper() and m["phrase"].split()[1][0].isupper():
+    if words[-1][0].isupper() and pwords[1][0].isupper():
         return None  # part of a name: "the Nobel Prize in Economic Sciences"
     if any(w in _WH or w == "that" for w in head.lower().split()[1:]):  # a relative clause's
         return None
-    if head.split()[-1].lower() in _VERBS or m["phrase"].split()[1].endswith("ing"):
+    if words[-1].lower() in _VERBS or pwords[1].endswith("ing"):
         return None  # "... swimming pool is at X?", "... involved in assassinating X?"
-    return f"{m['phrase'][0].upper()}{m['phrase'][1:]}, {head[0].lower()}{head[1:]}?"
+    return f"{phrase[0].upper()}{phrase[1:]}, {head[0].lower()}{head[1:]}?"
+
+
+def _first_made(questions: list[str], make: Callable[[str], str | None], rng: random.Random,
+                limit: int) -> list[tuple[str, str]]:
+    """Up to ``limit`` (question, made) pairs, questions taken in a seeded random order."""
+    made: list[tuple[str, str]] = []
+    for q in rng.sample(questions, len(questions)):
+        b = make(q)
+        if b and b != q:
+            made.append((q, b))
+            if len(made) >= limit:
+                break
+    return made
 
 
 def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[Row]:
@@ -166,26 +181,14 @@ def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[R
         "entity": lambda q: _entity_swap(q, capitals, rng),
     }
     for kind, make in makers.items():
-        made = 0
-        for q in rng.sample(questions, len(questions)):
-            b = make(q)
-            if b and b != q:
-                rows.append(_row(q, b, False, "synthetic", f"synthetic:{kind}"))
-                made += 1
-                if made >= per_kind:
-                    break
+        rows += [_row(q, b, False, "synthetic", f"synthetic:{kind}")
+                 for q, b in _first_made(questions, make, rng, per_kind)]
     for q in rng.sample(questions, min(len(questions), per_kind * 2)):
         b = _typing_variant(q, rng)
         if b != q:
             rows.append(_row(q, b, True, "synthetic", "synthetic:typing"))
-    moved = 0
-    for q in rng.sample(questions, len(questions)):
-        b = _moved_phrase(q)
-        if b:
-            rows.append(_row(q, b, True, "synthetic", "synthetic:moved"))
-            moved += 1
-            if moved >= per_kind:
-                break
+    rows += [_row(q, b, True, "synthetic", "synthetic:moved")
+             for q, b in _first_made(questions, _moved_phrase, rng, per_kind)]
     return rows
 
 

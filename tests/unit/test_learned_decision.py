@@ -10,13 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.cache.verifier.calibrated import decide, load_calibrator, uses_learned
-from gateway.cache.verifier.learned import (
-    Combination,
-    Gate,
-    LearnedVerifier,
-    load_learned,
-    overlap,
-)
+from gateway.cache.verifier.learned import Combination, Gate, LearnedVerifier, load_learned, overlap
 from gateway.categories import Category, Verification
 from gateway.embedding import SentenceTransformerEmbedder
 
@@ -171,4 +165,3 @@ def test_an_export_that_computes_otherwise_than_its_model_is_refused_and_removed
     assert not list(tmp_path.glob("*.onnx"))  # not left for the next start to trust
     monkeypatch.setattr(learned.PairModel, "_export", real)
     assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
-

@@ -43,10 +43,17 @@ def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
 
 
 def test_both_orders_show_each_pair_twice_an_epoch() -> None:
-    from gateway.tools.train_verifier import parse_variant
+    from gateway.tools.train_verifier import parse_variant, shown_in_epoch
 
     assert parse_variant("b:both=1,epochs=10")[1]["both"] == 1
     assert parse_variant("b:epochs=10")[1]["both"] == 0
+    rows = [{"a": f"a{i}", "b": f"b{i}"} for i in range(20)]
+    both = shown_in_epoch(rows, True, random.Random(3))
+    assert sorted((r["a"], f) for r, f in both) == sorted(
+        (r["a"], f) for r in rows for f in (False, True))  # each pair once each way
+    one = shown_in_epoch(rows, False, random.Random(3))
+    assert sorted(r["a"] for r, _ in one) == sorted(r["a"] for r in rows)  # each pair once
+    assert 0 < sum(f for _, f in one) < len(rows)  # some flipped, some not
 
 
 def test_a_continued_run_starts_from_the_adapter_it_names() -> None:
