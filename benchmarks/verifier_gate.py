@@ -112,8 +112,8 @@ def main() -> None:
         f"short pair {one:.1f} ms; a lookup's five candidates in one batch {five:.1f} ms; one "
         f"long pair (two 25-word sentences) {long:.1f} ms. Beside the rules it runs candidate "
         "by candidate (best first, stopping at the first served) for candidates over their "
-        "category's threshold sharing a quarter of their words; a miss without one, and an "
-        "exact repeat, never run it.", ""]
+        "category's threshold sharing a quarter of their words and not read as the same word "
+        "pieces; a miss without one, and an exact repeat, never run it.", ""]
     write_section("verifier_gate", "\n".join(lines))
 
 

@@ -32,8 +32,8 @@ def cell(cos: float | None, ours: float | None) -> str:
 def main() -> None:
     lines = [
         "## Learned verifier: training runs against the cosine frontier", "",
-        "_Runs 2026-12-02 (run1–3) and 2026-12-04 (run4–9) on one NVIDIA H200 (torch 2.11, "
-        "bf16 autocast), seed 13; summaries in "
+        "_Runs 2026-12-02 (run1–3) and 2026-12-04 (run4–9) on one NVIDIA H200, 2026-12-07 "
+        "(run10) on one NVIDIA H100 (torch 2.11, bf16 autocast), seed 13; summaries in "
         "`benchmarks/results/verifier_training_run*.json`._", "",
         "The packaged MiniLM read as a cross-encoder (`gateway/cache/verifier/model.py`: "
         "[CLS] a [SEP] b [SEP], head over [CLS] + mean), LoRA on every encoder linear layer "
@@ -53,27 +53,36 @@ def main() -> None:
         "|---|" + "---|" * len(SETS),
     ]
     cosine: dict[str, tuple[float, float]] = {}
+    first: dict[str, tuple[float, float]] = {}  # the frontier of the first run: the header row
     rows = []
-    for path in sorted(RESULTS.glob("verifier_training_run*.json")):
+    for path in sorted(RESULTS.glob("verifier_training_run*.json"),
+                       key=lambda p: int(p.stem.removeprefix("verifier_training_run"))):
         summary = json.loads(path.read_text())
-        cosine = {k: (summary["cosine"][k]["p@r0.5"], summary["cosine"][k]["p@r0.6"])
-                  for k, _ in SETS}
+        run = path.stem.removeprefix("verifier_training_")
+        was, cosine = cosine, {k: (summary["cosine"][k]["p@r0.5"], summary["cosine"][k]["p@r0.6"])
+                               for k, _ in SETS}
+        if was and was != cosine:  # another base copy (run10: fp16): its own frontier row
+            rows.append(f"| cosine frontier from {run} on | " + " | ".join(
+                f"{cosine[k][0]:.3f} / {cosine[k][1]:.3f}" for k, _ in SETS) + " |")
+        first = first or cosine
         for name, v in summary["variants"].items():
             cfg = v["config"]
             desc = ("full" if cfg.get("full") else f"LoRA r{cfg['rank']}") + \
                 (f", first {cfg['layers']} layers" if cfg.get("layers") else "") + \
                 f", {cfg['epochs']} ep, lr {cfg['lr']:g}" + \
+                (", both orders" if cfg.get("both") else "") + \
+                (f", from {Path(cfg['init']).stem}" if cfg.get("init") else "") + \
                 (", residual" if cfg.get("residual", 0) else "") + \
                 (f", without {cfg['drop']}" if cfg["drop"] else "") + \
                 (f", keep {cfg['keep'].replace(',', ' + ')}" if cfg.get("keep") else "") + \
                 (f", +{cfg['extra'].replace('_train', '')}" if cfg.get("extra") else "")
             got = {k: (v["sets"][k]["calibrated"]["p@r0.5"], v["sets"][k]["calibrated"]["p@r0.6"])
                    for k, _ in SETS}
-            rows.append(f"| {path.stem[-4:]} {name}: {desc} | " + " | ".join(
+            rows.append(f"| {run} {name}: {desc} | " + " | ".join(
                 f"{cell(cosine[k][0], got[k][0])} / {cell(cosine[k][1], got[k][1])}"
                 for k, _ in SETS) + " |")
     lines.append("| cosine frontier | " + " | ".join(
-        f"{cosine[k][0]:.3f} / {cosine[k][1]:.3f}" for k, _ in SETS) + " |")
+        f"{first[k][0]:.3f} / {first[k][1]:.3f}" for k, _ in SETS) + " |")
     lines += rows
     lines += [
         "",
@@ -97,7 +106,24 @@ def main() -> None:
         "learns far less than the full fine-tune; the rank-64 truncation of a full fine-tune "
         "loses almost nothing. Run9: the same recipe on the first 3 (2) of MiniLM's 6 layers, "
         "for a cheaper verifier: PAWS-Wiki test falls to 0.76 (0.59) at recall 0.5 — depth is "
-        "what learns word order.",
+        "what learns word order. Run10 (`benchmarks/h200_train_verifier.sh`, from an fp16 copy "
+        "of the packaged weights, hence its own frontier row): run8's model scores a question "
+        "against its own spacing at logit −10.6 and refuses most retypings (calib: 0.26 of the "
+        "case / question-mark / contraction / polite-prefix positives and 0.02 of the "
+        "moved-phrase ones kept at logit ≥ 3) — every pair it trained on differed in some word, "
+        "the negatives by one edit. Run10 adds verifier_data's `synthetic:typing` (2,051) and "
+        "`synthetic:moved` (444) positives to run8's sources (`both orders`: each pair both ways "
+        "every epoch). Every variant then keeps ≥ 0.99 of both kinds on calib, refuses ≥ 0.98 "
+        "of the one-edit negatives, and the best reach 0.86–0.88 on PAWS-Wiki test — but **none "
+        "is shipped**: all six call \"What is the capital of Australia?\" / \"What is the largest "
+        "city in Australia?\" the same (logit 6.1 to 11.3; run8: −1.2; the gateway test that "
+        "asks it failed). Shown that two texts in one frame with a word or two changed are the "
+        "same question, and never a negative that changes an attribute word (\"capital\" → "
+        "\"largest city\"; run8 already calls \"the population of France\" / \"the area of "
+        "France\" the same, at 10.9), the model takes a changed attribute for a retyping. The "
+        "retypings it gets wrong are for the gateway to leave to the rules where the model reads "
+        "the same word pieces (case, spacing: `PairModel.same_tokens`); the rest wait for "
+        "attribute-swap negatives in the training set.",
     ]
     write_section("verifier_training", "\n".join(lines))
 

@@ -86,7 +86,8 @@ class Decided:
 def decided_sets(sets: dict[str, list[Row]], model: PairModel, min_overlap: float,
                  progress: Any = print) -> dict[str, Decided]:
     """Every set decided with the shipped categories (the gateway's code: ``evaluate``); the
-    cross-encoder's logit where the gateway would read it (``min_overlap``, as ``learned``)."""
+    cross-encoder's logit where the gateway would read it (``min_overlap`` and not the same word
+    pieces, as ``learned``)."""
     shipped = load_shipped()
     variants = {"alone": with_verification(shipped.categories, enabled=False),
                 "rules": with_verification(shipped.categories, cross_encoder=False)}
@@ -106,7 +107,8 @@ def decided_sets(sets: dict[str, list[Row]], model: PairModel, min_overlap: floa
             served[variant] = mask
         logit = np.full(len(pairs), np.nan)
         run = [i for i in np.flatnonzero(served["alone"]) if pairs[i].a != pairs[i].b
-               and overlap(pairs[i].a, pairs[i].b) >= min_overlap]
+               and overlap(pairs[i].a, pairs[i].b) >= min_overlap
+               and not model.same_tokens(pairs[i].a, pairs[i].b)]
         progress(f"{name}: {len(run)} of {len(pairs)} pairs through the cross-encoder")
         for s in range(0, len(run), 32):
             idx = run[s:s + 32]

