@@ -10,13 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.cache.verifier.calibrated import decide, load_calibrator, uses_learned
-from gateway.cache.verifier.learned import (
-    Combination,
-    Gate,
-    LearnedVerifier,
-    load_learned,
-    overlap,
-)
+from gateway.cache.verifier.learned import Combination, Gate, LearnedVerifier, load_learned, overlap
 from gateway.categories import Category, Verification
 from gateway.embedding import SentenceTransformerEmbedder
 

