@@ -248,11 +248,13 @@ class LearnedVerifier:
         return float(self.model.logits([(query, candidate)])[0]) if logit is None else logit
 
     def probability(self, query: str, candidate: str, cosine: float) -> float:
-        if query == candidate or self.model.same_tokens(query, candidate):
-            return 1.0  # one text to both models
+        if query == candidate:
+            return 1.0
         c = self.combination
         shared = overlap(query, candidate)
         logit = self.logit(query, candidate, shared)
+        if logit is None and shared >= c.min_overlap:
+            return 1.0  # enough shared words and no logit: the same word pieces, one text to both
         return c.probability(c.score(cosine, logit or 0.0, shared))
 
 
