@@ -21,6 +21,8 @@ What goes where (a split used here for training is never used to judge the verif
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import random
 import re
@@ -58,6 +60,19 @@ _VERBS = frozenset("is are was were be been did do does has have had can could w
                    "should may might must".split())
 _NUMBER = re.compile(r"\b\d[\d,.]*\b")
 _CAPITAL = re.compile(r"(?<=\w\s)([A-Z][a-z]{2,})\b")
+# a disfluent question's interregnum: what a speaker says between the words taken back and the
+# repair ("... Poland *no make that* Warsaw")
+_TOKEN = re.compile(r"[\w'’-]+|[^\w\s]")
+_INTERREGNUM = sorted((tuple(p.split()) for p in (
+    "no", "sorry", "uh", "uhh", "um", "umm", "er", "err", "erm", "errm", "errmm", "ah", "oh", "hmm",
+    "like", "well", "i mean", "i meant", "i meant to say", "i mean to say", "make that",
+    "scratch that", "rather", "or rather", "wait", "no wait", "actually", "that's not right",
+    "correction", "no correction", "instead", "or", "or no", "no sorry", "sorry no", "no no",
+    "uh i mean", "what i mean is", "let me rephrase", "let me correct myself", "oops", "whoops",
+    "my bad", "not", "i'm sorry", "excuse me", "make it", "change that to", "i should say",
+    "pardon me", "um no")), key=len, reverse=True)
+_FILLERS = frozenset(w for p in _INTERREGNUM for w in p if w not in ("not", "like", "well", "or"))
+_OPENERS = frozenset((*_WH, "whom", "whose", "in", "is", "are", "was", "were", "did", "do", "does"))
 
 
 def read(path: Path) -> list[Row]:
@@ -192,6 +207,63 @@ def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[R
     return rows
 
 
+def _tokens(text: str) -> list[tuple[str, int, int]]:
+    return [(m.group().lower(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def _reparandum_question(fluent: str, disfluent: str) -> str | None:
+    """The question a disfluent speaker began to ask before the correction, when the disfluency
+    is a plain correction inside the question: "What is the median temperature in the summer uh
+    winter?" for "What is the median temperature in the winter?" gives "... in the summer?".
+    The speaker took those words back, so it asks something else; a word-for-word replacement of
+    as many words as were taken back (a whole name), else None."""
+    ta, tb = _tokens(fluent), _tokens(disfluent)
+    wa, wb = [t for t, _, _ in ta], [t for t, _, _ in tb]
+    edits = [o for o in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes()
+             if o[0] != "equal"]
+    if len(edits) != 1 or edits[0][0] != "insert":
+        return None
+    _, at, _, j1, j2 = edits[0]
+    inserted, k = wb[j1:j2], j2 - j1
+    while True:  # the interregnum closes the inserted words
+        cut = next((len(p) for p in _INTERREGNUM if k >= len(p) and tuple(inserted[k - len(p):k]) == p), 0)
+        if not cut:
+            break
+        k -= cut
+    taken_back = inserted[:k]
+    if (k == j2 - j1 or not taken_back or at == 0 or len(taken_back) > 4
+            or (taken_back[0] in _OPENERS and len(taken_back) > 1)
+            or any(w in _FILLERS for w in taken_back) or len(wa) - at <= len(taken_back)):
+        return None
+    end = at + len(taken_back)
+    # a name is replaced whole: "Iraq" takes the place of "the Islamic State", not of "the"
+    while end < len(ta) - 1 and fluent[ta[end][1]].isupper() and (
+            fluent[ta[end - 1][1]].isupper() or wa[end - 1] == "the"):
+        end += 1
+    replaced = wa[at:end]
+    if (replaced == taken_back or any(not w[0].isalnum() for w in replaced)
+            or any(w in _WH for w in replaced + taken_back)):  # "what" / "which": often one question
+        return None
+    said = disfluent[tb[j1][1]:tb[j1 + len(taken_back) - 1][2]]
+    made = fluent[:ta[at][1]] + said + fluent[ta[end - 1][2]:]
+    words = [t for t, _, _ in _tokens(made)]
+    if any(x == y for x, y in itertools.pairwise(words)):
+        return None  # "... the the ..."
+    return made[0].upper() + made[1:]
+
+
+def reparandum_negatives(rows: Iterable[Row], rng: random.Random, limit: int) -> list[Row]:
+    """Disfl-QA's disfluent questions correct themselves ("... in Poland no make that in
+    Warsaw?"): the words taken back, put in the place of the repair, make a question one or two
+    words away that asks something else — another attribute, entity, date or verb of the same
+    frame, written by the annotator, not by a rule's list. Marked ``reparandum``: derived from
+    human text, not a human label of the pair (a sample read by eye: a few in a hundred are
+    near-synonyms, "viewed as" / "presented as")."""
+    made = [(r["a"], q) for r in rows if (q := _reparandum_question(r["a"], r["b"]))]
+    return [_row(a, q, False, "disflqa", "reparandum")
+            for a, q in rng.sample(made, min(limit, len(made)))]
+
+
 def mined_negatives(
     questions: list[tuple[str, str]], encode: Callable[[list[str]], np.ndarray],
     rng: random.Random, limit: int,
@@ -247,6 +319,7 @@ def build(
              for r in rng.sample(disfl_train, min(4000, len(disfl_train)))]
     train_q = sorted({(r["a"], r["meta"]["squad_v2_id"]) for r in disfl_train})
     pool += mined_negatives(train_q, encode, rng, limit=5000)
+    pool += reparandum_negatives(disfl_train, rng, limit=2500)
     pool += synthetic(sorted({q for q, _ in train_q}), rng, per_kind=1200)
     if dev_set is not None and dev_set.exists():
         pool += [_row(r["a"], r["b"], r["same"], "project_dev", "generated") for r in read(dev_set)]
@@ -268,6 +341,10 @@ def build(
     held["disflqa_devtest"] = (
         [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[:3000]]
         + mined_negatives(held_q, encode, random.Random(seed + 1), limit=3000)
+    )
+    held["disflqa_reparandum_devtest"] = (
+        [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[3000:4500]]
+        + reparandum_negatives(disfl_held, random.Random(seed + 2), limit=1500)
     )
     return {"train": pool[cut:], "calib": pool[:cut], **held}
 

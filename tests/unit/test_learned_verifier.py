@@ -42,6 +42,34 @@ def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
                                                      True)]
 
 
+def test_the_words_a_disfluent_speaker_took_back_make_a_different_question() -> None:
+    q = vd._reparandum_question
+    assert q("What is the median temperature in the winter?",
+             "What is the median temperature in the summer uh winter?") == \
+        "What is the median temperature in the summer?"
+    assert q("What does the Islamic State lack from the international community?",
+             "What does Iraq I mean the Islamic State lack from the international community?") \
+        == "What does Iraq lack from the international community?"
+    assert q("When was the first Sino-Japanese War?",
+             "When was the second no wait the first Sino-Japanese War?") == \
+        "When was the second Sino-Japanese War?"
+    # a restart (no words kept before it), a question word, fillers: no question made
+    assert q("What part of a uniform must you wear?", "What tool er what part of a uniform "
+             "must you wear?") is None
+    assert q("What other industry is centered in Los Angeles?",
+             "Which no what other industry is centered in Los Angeles?") is None
+    assert q("What processes occur above the earth?", "What processes occur above the earth?") \
+        is None  # nothing taken back
+    rows = [{"a": "What processes occur above the earth?",
+             "b": "What processes occur above the magma er earth?"},
+            {"a": "Where do clinical pharmacists work with patients?",
+             "b": "Where do physicians no clinical pharmacists work with patients?"}]
+    made = vd.reparandum_negatives(rows, random.Random(0), limit=10)
+    assert {(r["b"], r["same"], r["kind"]) for r in made} == {
+        ("What processes occur above the magma?", False, "reparandum"),
+        ("Where do physicians pharmacists work with patients?", False, "reparandum")}
+
+
 def test_both_orders_show_each_pair_twice_an_epoch() -> None:
     from gateway.tools.train_verifier import parse_variant, shown_in_epoch
 
