@@ -55,6 +55,7 @@ def create_app(settings: Settings, *, embedder: Embedder | None = None) -> FastA
 
     app = FastAPI(title="semcache", version=__version__, lifespan=lifespan)
     install_handlers(app)
+    app.add_middleware(completions.CompletionsFastPath)  # inside the request id (added last)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(health.router)
     app.include_router(metrics_route.router)

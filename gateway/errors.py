@@ -139,6 +139,11 @@ def from_exception(exc: SemcacheError) -> Response:
     return error_response(exc.status_code, exc.message, exc.error_type, exc.code, exc.param)
 
 
+def http_error(exc: StarletteHTTPException) -> Response:
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    return error_response(exc.status_code, str(exc.detail), kind, None)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Every error leaves the gateway in OpenAI's envelope; nothing leaves as a bare 500."""
 
@@ -157,8 +162,7 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), kind, None)
+        return http_error(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.backend.forwarding import forward_completion, forward_raw
 from gateway.cache import threads
 from gateway.deps import ServicesDep
-from gateway.errors import NotFound
+from gateway.errors import NotFound, SemcacheError, from_exception, http_error
 from gateway.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -42,6 +44,35 @@ async def _complete(endpoint: Endpoint, request: Request, services: ServicesDep)
         on_complete=None, extra_headers={"x-semcache": "bypass", "x-semcache-bypass": "cache_disabled"},
         query=request.url.query,
     )
+
+
+_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat", "/v1/completions": "completions", "/v1/responses": "responses"}
+
+
+class CompletionsFastPath:
+    """The three cached endpoints' POSTs go straight to ``_complete``, not through FastAPI's
+    router: matching every route and solving the dependency costs about 0.4 ms a request (a
+    tenth of an exact hit). Their routes below stay for the OpenAPI schema and as what the path
+    would do anyway; errors leave in the same envelope (``errors.py``), and anything else
+    propagates to ``RequestIdMiddleware``, which answers 500 with the request id."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = _ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            response = await _complete(endpoint, request, scope["app"].state.services)
+        except SemcacheError as exc:
+            response = from_exception(exc)
+        except StarletteHTTPException as exc:
+            response = http_error(exc)
+        await response(scope, receive, send)
 
 
 @router.post("/v1/chat/completions", openapi_extra=json_body(ChatCompletionRequest))
