@@ -67,13 +67,20 @@ def gains(score: np.ndarray, cos: np.ndarray, y: np.ndarray) -> list[float]:
             for r in RECALLS]
 
 
-def choose(tuning: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-           ) -> tuple[float, dict[str, Any]]:
+def combined(w: float, c: np.ndarray, lg: np.ndarray, j: np.ndarray, same: np.ndarray
+             ) -> np.ndarray:
+    """The score the gateway ranks by; a pair it reads as the same word pieces is served
+    whatever its cosine (``LearnedVerifier.probability``: 1)."""
+    return np.where(same, np.inf, c + w * j * j * lg)
+
+
+def choose(tuning: dict[str, tuple[np.ndarray, ...]]) -> tuple[float, dict[str, Any]]:
     """The weight: best mean gain among those nowhere below the frontier (within TOLERANCE)."""
     table: dict[str, Any] = {}
     best: tuple[float, float] | None = None
     for w in WEIGHTS:
-        g = {name: gains(c + w * j * j * lg, c, y) for name, (c, lg, j, y) in tuning.items()}
+        g = {name: gains(combined(w, c, lg, j, same), c, y)
+             for name, (c, lg, j, y, same) in tuning.items()}
         worst = min(min(v) for v in g.values())
         mean = float(np.mean([np.mean(v) for v in g.values()]))
         table[str(w)] = {"worst": round(worst, 4), "mean": round(mean, 4)}
@@ -84,27 +91,37 @@ def choose(tuning: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
     return best[1], table
 
 
-def measure(comb: Combination, c: np.ndarray, lg: np.ndarray, j: np.ndarray, y: np.ndarray
-            ) -> dict[str, Any]:
-    return compare(np.array([comb.probability(comb.score(*v)) for v in zip(c, lg, j, strict=True)]),
-                   c, y)
+def probabilities(comb: Combination, c: np.ndarray, lg: np.ndarray, j: np.ndarray,
+                  same: np.ndarray) -> np.ndarray:
+    """What ``LearnedVerifier.probability`` gives each pair."""
+    return np.array([1.0 if s else comb.probability(comb.score(*v))
+                     for *v, s in zip(c, lg, j, same, strict=True)])
+
+
+def measure(comb: Combination, c: np.ndarray, lg: np.ndarray, j: np.ndarray, y: np.ndarray,
+            same: np.ndarray) -> dict[str, Any]:
+    return compare(probabilities(comb, c, lg, j, same), c, y)
 
 
 def prepare(sets: dict[str, list[Row]], cosines: dict[str, np.ndarray], model: PairModel,
             progress: Callable[[str], None]) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per set, over the pairs above the gate: cosine, logit (0 where not run), overlap, label."""
+    """Per set, over the pairs above the gate: cosine, logit (0 where not run), overlap, label,
+    and whether the model reads the pair as the same word pieces (not run: the gateway gives
+    such a pair probability 1, and the calibration is fitted without them)."""
     out = {}
     for name, rows in sets.items():
         keep = np.flatnonzero(cosines[name] >= GATE)
         j = np.array([overlap(rows[i]["a"], rows[i]["b"]) for i in keep])
         lg = np.zeros(len(keep), dtype=np.float32)
-        run = np.flatnonzero(j >= MIN_OVERLAP)
+        same = np.array([j[k] >= MIN_OVERLAP and model.same_tokens(rows[i]["a"], rows[i]["b"])
+                         for k, i in enumerate(keep)], dtype=bool)
+        run = np.flatnonzero((j >= MIN_OVERLAP) & ~same)
         progress(f"{name}: {len(run)} of {len(keep)} pairs through the cross-encoder")
         for s in range(0, len(run), 32):
             idx = run[s:s + 32]
             lg[idx] = model.logits([(rows[keep[i]]["a"], rows[keep[i]]["b"]) for i in idx])
         out[name] = (cosines[name][keep], lg, j,
-                     np.array([rows[i]["same"] for i in keep], dtype=bool))
+                     np.array([rows[i]["same"] for i in keep], dtype=bool), same)
     return out
 
 
@@ -121,11 +138,11 @@ def main() -> None:
     cos = cosines_of(sets, embedder.encode)
     data = prepare(sets, cos, PairModel(ADAPTER, settings.embedding_cache_dir), print)
     calib_rows = [r for r, x in zip(sets["calib"], cos["calib"], strict=True) if x >= GATE]
-    c, lg, j, y = data["calib"]
-    tuning = {**by_source(calib_rows, c, lg, j, y), "stackfaq_train": data["stackfaq_train"]}
+    c, lg, j, y, same = data["calib"]
+    tuning = {**by_source(calib_rows, c, lg, j, y, same), "stackfaq_train": data["stackfaq_train"]}
     weight, table = choose(tuning)
     score = c + weight * j * j * lg
-    (scale,), bias = fit(score[:, None], y.astype(float), l2=1e-3)
+    (scale,), bias = fit(score[~same, None], y[~same].astype(float), l2=1e-3)
     comb = Combination(weight, float(scale), bias, MIN_OVERLAP, {})
     card = {
         "trained_on": trained_on(ADAPTER),

@@ -210,3 +210,24 @@ def test_the_cross_encoder_does_not_judge_a_text_it_reads_as_the_same_word_piece
         assert served(q, same), (q, same)
         assert not served(q, other), (q, other)
         assert learned.probability(q, same, 1.0) == 1.0
+
+
+def test_fit_learned_scores_each_pair_as_the_gateway_does(tmp_path: Path) -> None:
+    """The calibration is fitted and reported on what the gateway computes: a pair the model
+    reads as the same word pieces has probability 1 there, so ``fit_learned`` neither runs
+    the model on it nor fits on it, and reports it as served."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from gateway.tools.fit_learned import prepare, probabilities
+
+    learned = load_learned(tmp_path)
+    pairs = [(q, b, b == same) for q, same, other in RETYPED for b in (same, other)]
+    rows = [{"a": a, "b": b, "same": s, "source": "t", "kind": "t"} for a, b, s in pairs]
+    cosines = np.linspace(0.8, 0.95, len(rows))
+    c, lg, j, _, same = prepare({"t": rows}, {"t": cosines}, learned.model, lambda _: None)["t"]
+    assert same.tolist() == [learned.model.same_tokens(a, b) for a, b, _ in pairs]
+    assert same.any() and not same.all()
+    got = probabilities(learned.combination, c, lg, j, same)
+    want = [learned.probability(a, b, float(x)) for (a, b, _), x in zip(pairs, cosines, strict=True)]
+    assert np.allclose(got, want, atol=1e-4), (got, want)
