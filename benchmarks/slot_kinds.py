@@ -30,7 +30,7 @@ from gateway.tools.evaluation import (
     load_shipped,
     with_verification,
 )
-from gateway.tools.verifier_data import mined_negatives, read
+from gateway.tools.verifier_data import mined_negatives, read, reparandum_negatives
 
 DATA = Path(__file__).parent / "data"
 
@@ -45,12 +45,17 @@ def public_sets(root: Path, encode) -> dict[str, list[Pair]]:  # type: ignore[no
     disfl = [r for r in read(root / "disflqa.jsonl") if r["split"] in ("dev", "test")]
     questions = sorted({(r["a"], r["meta"]["squad_v2_id"]) for r in disfl})
     mined = mined_negatives(questions, encode, random.Random(14), limit=3000)
+    # the question a disfluent speaker took back: one attribute, entity, date or verb changed
+    taken_back = reparandum_negatives(disfl, random.Random(15), limit=1500)
     return {
         "PAWS-Wiki test": pick("paws_wiki.jsonl", ("test",)),
         "STS-B dev+test": pick("stsb.jsonl", ("dev", "test")),
         "StackFAQ (both splits)": pick("stackfaq.jsonl", ("train", "dev")),
         "Disfl-QA dev+test (+ mined negatives)": [Pair(r["a"], r["b"], True) for r in disfl[:3000]]
         + [Pair(r["a"], r["b"], False) for r in mined],
+        "Disfl-QA dev+test (+ taken-back negatives)":
+        [Pair(r["a"], r["b"], True) for r in disfl[3000:4500]]
+        + [Pair(r["a"], r["b"], False) for r in taken_back],
         "project held-out": load_pairs(DATA / "holdout_pairs.jsonl"),
         "project held-out 2": load_pairs(DATA / "holdout2_pairs.jsonl"),
     }
