@@ -200,23 +200,27 @@ class Store:
         if sql is None:  # a driver whose parameter style is not written here
             with self.engine.connect() as conn:
                 return list(conn.execute(_GET_MANY, {"ids": ids}).all())
-        raw = self.engine.raw_connection()
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        raw = None
         try:
+            raw = self.engine.raw_connection()  # connecting fails with the driver's own error
             cursor = raw.cursor()
             try:
                 cursor.execute(sql, ids)
                 return cursor.fetchall()
             finally:
                 cursor.close()
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            lost = self.engine.dialect.is_disconnect(exc, raw.dbapi_connection, None)
-            if lost:
+        except dbapi_error as exc:
+            lost = raw is None or self.engine.dialect.is_disconnect(exc, raw.dbapi_connection,
+                                                                    None)
+            if raw is not None and lost:
                 raw.invalidate(exc)
             raise sa_exc.DBAPIError.instance(
-                sql, ids, exc, self.engine.dialect.loaded_dbapi.Error,
-                connection_invalidated=lost, dialect=self.engine.dialect) from exc
+                sql, ids, exc, dbapi_error, connection_invalidated=lost,
+                dialect=self.engine.dialect) from exc
         finally:
-            raw.close()
+            if raw is not None:
+                raw.close()
 
     def _get_many_sql(self, n: int) -> str | None:
         sql = self._get_many_sqls.get(n)

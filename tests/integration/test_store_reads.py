@@ -55,3 +55,19 @@ def test_the_candidates_read_gives_the_statements_rows_and_fails_as_a_store_read
     for _ in range(12):  # more reads than the pool holds: no connection was left in a failed state
         assert len(store.get_many(ids[:2])) == 2
     store.engine.dispose()
+
+
+@pytest.mark.pg
+def test_a_store_that_cannot_be_reached_fails_the_read_as_a_store_error(tmp_path: object) -> None:
+    """Connecting is part of the read: a database that refuses connections (PostgreSQL on a
+    closed port, a SQLite file that cannot be opened) is SQLAlchemy's error, which the store's
+    boundary turns into StoreError and the lookup into a miss — never a 500."""
+    from gateway.devtools.serverthread import free_port
+
+    for url in (f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test",
+                f"sqlite:///{tmp_path}/no/such/dir/cache.db"):
+        store = Store(make_engine(url))
+        with pytest.raises(SQLAlchemyError):
+            store.get_many([1, 2])
+        assert store.get_many_or_none([1, 2]) is None
+        store.engine.dispose()
