@@ -23,6 +23,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.cache.candidates import CandidateReader
 from gateway.cache.schema import (
     DELETE,
     PUT,
@@ -93,7 +94,7 @@ class Store:
     def __init__(self, engine: Engine, *, background_s: float = 30.0):
         self.engine = engine
         self.background_s = background_s  # the deadline of background and admin work
-        self._get_many_sqls: dict[int, str] = {}
+        self._candidates = CandidateReader(engine, _GET_MANY, entries)
         self._threads = ThreadPoolExecutor(self.THREADS, thread_name_prefix="store")
 
     async def call(self, timeout_s: float, fn: Callable[..., Any], *args: Any,
@@ -175,7 +176,7 @@ class Store:
     def get_many(self, ids: list[int]) -> dict[int, StoredEntry]:
         if not ids:
             return {}
-        rows = self._read_candidates(ids)
+        rows = self._candidates.read(ids)
         # rows unpacked as tuples, in _GET_MANY's column order: a Row's attribute lookups cost
         # a quarter of a lookup's read
         return {
@@ -188,52 +189,6 @@ class Store:
             for (i, category, scope, context, text, response, tokens, created, expires, hits,
                  embedding, tokens_max) in rows
         }
-
-    def _read_candidates(self, ids: list[int]) -> list[Any]:
-        """_GET_MANY's rows, read on the pool's DB-API connection: every lookup with a
-        candidate does this read right after the embedding model has run, when the CPU's
-        caches hold the model and not the interpreter, and SQLAlchemy's execution and result
-        machinery then cost 0.25 of its 0.4 ms (this VM; 0.06 ms in a warm loop). The
-        statement is the same (``_get_many_sql``); a DB-API error leaves as SQLAlchemy's, so
-        the store's error boundary and the pool's handling of a lost connection are the same."""
-        sql = self._get_many_sql(len(ids))
-        if sql is None:  # a driver whose parameter style is not written here
-            with self.engine.connect() as conn:
-                return list(conn.execute(_GET_MANY, {"ids": ids}).all())
-        dbapi_error = self.engine.dialect.loaded_dbapi.Error
-        raw = None
-        try:
-            raw = self.engine.raw_connection()  # connecting fails with the driver's own error
-            cursor = raw.cursor()
-            try:
-                cursor.execute(sql, ids)
-                return cursor.fetchall()
-            finally:
-                cursor.close()
-        except dbapi_error as exc:
-            lost = raw is None or self.engine.dialect.is_disconnect(exc, raw.dbapi_connection,
-                                                                    None)
-            if raw is not None and lost:
-                raw.invalidate(exc)
-            raise sa_exc.DBAPIError.instance(
-                sql, ids, exc, dbapi_error, connection_invalidated=lost,
-                dialect=self.engine.dialect) from exc
-        finally:
-            if raw is not None:
-                raw.close()
-
-    def _get_many_sql(self, n: int) -> str | None:
-        sql = self._get_many_sqls.get(n)
-        if sql is None:
-            mark = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(
-                self.engine.dialect.paramstyle)
-            if mark is None:
-                return None
-            columns = ", ".join(c.name for c in _GET_MANY.selected_columns)
-            sql = (f"SELECT {columns} FROM {entries.name} "
-                   f"WHERE {entries.c.id.name} IN ({', '.join([mark] * n)})")
-            self._get_many_sqls[n] = sql
-        return sql
 
     def touch(self, hits: dict[int, tuple[int, float]]) -> None:
         """Record hits: entry id -> (how many since the last call, time of the last one)."""
