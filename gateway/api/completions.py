@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.backend.forwarding import forward_completion, forward_raw
 from gateway.cache import threads
-from gateway.deps import ServicesDep
+from gateway.deps import ServicesDep, get_services
 from gateway.errors import NotFound, SemcacheError, from_exception, http_error
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -67,7 +67,7 @@ class CompletionsFastPath:
             return
         request = Request(scope, receive)
         try:
-            response = await _complete(endpoint, request, scope["app"].state.services)
+            response = await _complete(endpoint, request, get_services(request))
         except SemcacheError as exc:
             response = from_exception(exc)
         except StarletteHTTPException as exc:

@@ -141,8 +141,8 @@ def main() -> None:
     c, lg, j, y, same = data["calib"]
     tuning = {**by_source(calib_rows, c, lg, j, y, same), "stackfaq_train": data["stackfaq_train"]}
     weight, table = choose(tuning)
-    score = c + weight * j * j * lg
-    (scale,), bias = fit(score[~same, None], y[~same].astype(float), l2=1e-3)
+    score = combined(weight, c, lg, j, same)[~same]  # the pairs decided without the model aside
+    (scale,), bias = fit(score[:, None], y[~same].astype(float), l2=1e-3)
     comb = Combination(weight, float(scale), bias, MIN_OVERLAP, {})
     card = {
         "trained_on": trained_on(ADAPTER),
