@@ -40,7 +40,7 @@ from gateway.tools.evaluation import Pair, embed_pairs, load_shipped, with_verif
 from gateway.tools.train_calibrator import add_set_arguments, read_sets
 from gateway.tools.verifier_data import Row
 
-GRID_REFUSE = (-99.0, -4.0, -2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0)
+GRID_REFUSE = (-99.0, -4.0, -2.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0)
 GRID_OVERRULE_STEPS = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 99.0)  # overrule_from - refuse_below
 TOLERANCE = 0.01  # about two wrong hits of the ~200 StackFAQ train serves: below, noise
 HARD_SHARE = 0.1

@@ -41,12 +41,16 @@ from gateway.tools.train_calibrator import (
 from gateway.tools.verifier_data import Row
 
 MIN_OVERLAP = 0.25      # overlap² ≤ 0.0625: with the chosen weights the term moves s < 0.005
-WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04)
+WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 TOLERANCE = 0.002
 HELD_OUT = ("paws_wiki_test", "stsb_devtest", "disflqa_devtest", "stackfaq_dev")
 SOURCES = ("PAWS-Wiki (Zhang, Baldridge, He 2019; Google LLC, 'may be freely used for any "
            "purpose'), Disfl-QA (Google, CC BY 4.0), synthetic one-edit pairs and the project's "
            "dev set made by gateway.tools.verifier_data from Disfl-QA train questions")
+STSB = ("; STS Benchmark train (Cer et al. 2017; scores CC BY-SA 4.0; texts from EMM news "
+        "headlines, acknowledged here, CC BY-SA image captions, SNLI and StackExchange). The "
+        "adapter, trained on them, is offered under the same share-alike terms with this "
+        "attribution")
 
 
 def trained_on(adapter: Path) -> str:
@@ -59,7 +63,8 @@ def trained_on(adapter: Path) -> str:
             f"{'full fine-tune' if cfg.get('full') else 'LoRA'} of all-MiniLM-L6-v2 as a "
             f"cross-encoder, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}, seed "
             f"{cfg.get('seed')}, its weight changes truncated to rank {meta.get('rank')}. "
-            f"Sources: {SOURCES}")
+            f"Sources: {SOURCES}" + (STSB if "stsb" in (cfg.get("keep") or "stsb").split(",")
+                                     else ""))
 
 
 def gains(score: np.ndarray, cos: np.ndarray, y: np.ndarray) -> list[float]:

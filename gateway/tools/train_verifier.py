@@ -222,6 +222,7 @@ def main() -> None:
             np.where(cos[name] >= GATE, cos[name], -1), labels[name])
     scores["calib:cos"], scores["calib:label"] = cos["calib"], labels["calib"]
     scores["calib:source"] = np.array([r["source"] for r in calib_rows])
+    scores["calib:kind"] = np.array([r["kind"] for r in calib_rows])
 
     def evaluate(model: PairScorer, tokenizer: Any, cfg: dict[str, Any], vname: str
                  ) -> dict[str, Any]:

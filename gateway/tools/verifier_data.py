@@ -303,9 +303,10 @@ def _pick(rows: Iterable[Row], **match: Any) -> Iterator[Row]:
 
 def build(
     pairs_dir: Path, dev_set: Path | None, encode: Callable[[list[str]], np.ndarray],
-    seed: int = 13,
+    seed: int = 13, probe: Path | None = None,
 ) -> dict[str, list[Row]]:
-    """{"train": [...], "calib": [...], "<held-out set>": [...]} — every row a pair."""
+    """{"train": [...], "calib": [...], "<held-out set>": [...]} — every row a pair. *probe*:
+    hand-written pairs (an attribute swapped: "capital" / "largest city"), only ever measured."""
     rng = random.Random(seed)
     paws = read(pairs_dir / "paws_wiki.jsonl")
     stsb = read(pairs_dir / "stsb.jsonl")
@@ -347,6 +348,9 @@ def build(
         [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[3000:4500]]
         + reparandum_negatives(disfl_held, random.Random(seed + 2), limit=1500)
     )
+    if probe is not None and probe.exists():
+        held["probe_attributes"] = [_row(r["a"], r["b"], r["same"], "probe", r["kind"])
+                                    for r in read(probe)]
     return {"train": pool[cut:], "calib": pool[:cut], **held}
 
 
@@ -367,11 +371,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Write the learned verifier's training sets.")
     ap.add_argument("--pairs", type=Path, default=Path("../shared/data/pairs"))
     ap.add_argument("--dev-set", type=Path, default=Path("benchmarks/data/dev_pairs.jsonl"))
+    ap.add_argument("--probe", type=Path,
+                    default=Path("benchmarks/data/probe_attribute_pairs.jsonl"))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=13)
     args = ap.parse_args()
     embedder = load_embedder(None, "cpu", "auto", Settings().embedding_cache_dir)
-    write(build(args.pairs, args.dev_set, embedder.encode, args.seed), args.out)
+    write(build(args.pairs, args.dev_set, embedder.encode, args.seed, args.probe), args.out)
 
 
 if __name__ == "__main__":
