@@ -265,6 +265,28 @@ def reparandum_negatives(rows: Iterable[Row], rng: random.Random, limit: int) ->
             for a, q in rng.sample(made, min(limit, len(made)))]
 
 
+def one_word_negatives(questions: list[tuple[str, str]], rng: random.Random, limit: int
+                       ) -> list[Row]:
+    """For (text, squad_id) questions: pairs of two questions with different ids whose words
+    differ in one place only ("Who ordered Loudoun to defend Louisbourg?" / "... to attack
+    Louisbourg?"). SQuAD 2.0's annotators wrote its unanswerable questions by such edits to an
+    answerable one — an antonym, another entity, a negation — so each pair is two questions
+    people wrote that ask different things, one common word apart: the swap a model trained
+    on rewordings takes for the same request. Marked ``one_word``: two human questions, not a
+    human label of the pair; a difference of case alone is not a pair."""
+    slots: dict[tuple[Any, ...], list[tuple[str, str, str]]] = {}
+    for text, qid in questions:
+        words = [t for t, _, _ in _tokens(text)]
+        for i, w in enumerate(words):
+            slots.setdefault((len(words), i, *words[:i], None, *words[i + 1:]), []).append(
+                (text, qid, w))
+    made = sorted({(a, b) for group in slots.values() if len(group) > 1
+                   for (a, ia, wa), (b, ib, wb) in itertools.combinations(group, 2)
+                   if ia != ib and wa != wb})
+    return [_row(a, b, False, "disflqa", "one_word")
+            for a, b in rng.sample(made, min(limit, len(made)))]
+
+
 def mined_negatives(
     questions: list[tuple[str, str]], encode: Callable[[list[str]], np.ndarray],
     rng: random.Random, limit: int,
@@ -323,6 +345,7 @@ def build(
     pool += mined_negatives(train_q, encode, rng, limit=5000)
     pool += reparandum_negatives(disfl_train, rng, limit=2500)
     pool += synthetic(sorted({q for q, _ in train_q}), rng, per_kind=1200)
+    pool += one_word_negatives(train_q, rng, limit=1000)
     if dev_set is not None and dev_set.exists():
         pool += [_row(r["a"], r["b"], r["same"], "project_dev", "generated") for r in read(dev_set)]
     rng.shuffle(pool)
@@ -348,6 +371,10 @@ def build(
         [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[3000:4500]]
         + reparandum_negatives(disfl_held, random.Random(seed + 2), limit=1500)
     )
+    one_word = one_word_negatives(held_q, random.Random(seed + 3), limit=1500)
+    held["disflqa_one_word_devtest"] = (
+        [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[:len(one_word)]]
+        + one_word)
     if probe is not None and probe.exists():
         held["probe_attributes"] = [_row(r["a"], r["b"], r["same"], "probe", r["kind"])
                                     for r in read(probe)]

@@ -70,6 +70,27 @@ def test_the_words_a_disfluent_speaker_took_back_make_a_different_question() -> 
         ("Where do physicians pharmacists work with patients?", False, "reparandum")}
 
 
+def test_two_questions_one_word_apart_with_other_answers_are_a_negative() -> None:
+    questions = [("Who ordered Loudoun to defend Louisbourg?", "q1"),
+                 ("Who ordered Loudoun to attack Louisbourg?", "q2"),
+                 ("who ordered loudoun to defend louisbourg?", "q3"),   # case alone: not a pair
+                 ("Who ordered Loudoun to defend Louisbourg ?", "q1"),  # same question id
+                 ("Who ordered Loudoun to defend the fort?", "q4"),     # two words apart
+                 ("When was the first fort built?", "q5"),
+                 ("When was the second fort built?", "q6")]
+    made = vd.one_word_negatives(questions, random.Random(0), limit=10)
+    assert all(r["same"] is False and r["kind"] == "one_word" for r in made)
+    assert {frozenset((r["a"], r["b"])) for r in made} == {
+        frozenset(("Who ordered Loudoun to defend Louisbourg?",
+                   "Who ordered Loudoun to attack Louisbourg?")),
+        frozenset(("who ordered loudoun to defend louisbourg?",
+                   "Who ordered Loudoun to attack Louisbourg?")),
+        frozenset(("Who ordered Loudoun to defend Louisbourg ?",
+                   "Who ordered Loudoun to attack Louisbourg?")),
+        frozenset(("When was the first fort built?", "When was the second fort built?"))}
+    assert len(vd.one_word_negatives(questions, random.Random(0), limit=2)) == 2
+
+
 def test_both_orders_show_each_pair_twice_an_epoch() -> None:
     from gateway.tools.train_verifier import parse_variant, shown_in_epoch
 
