@@ -345,11 +345,14 @@ def build(
     pool += mined_negatives(train_q, encode, rng, limit=5000)
     pool += reparandum_negatives(disfl_train, rng, limit=2500)
     pool += synthetic(sorted({q for q, _ in train_q}), rng, per_kind=1200)
-    pool += one_word_negatives(train_q, rng, limit=1000)
     if dev_set is not None and dev_set.exists():
         pool += [_row(r["a"], r["b"], r["same"], "project_dev", "generated") for r in read(dev_set)]
     rng.shuffle(pool)
     cut = int(len(pool) * 0.15)
+    # split on their own, so that the other sources' train / calib split is the one the shipped
+    # model was trained and fitted on (run14 trained on a split that had them in the pool)
+    one_word = one_word_negatives(train_q, random.Random(seed + 4), limit=1000)
+    one_cut = int(len(one_word) * 0.15)
 
     held: dict[str, list[Row]] = {
         "paws_wiki_test": [_row(r["a"], r["b"], r["same"], "paws_wiki", "human")
@@ -371,14 +374,15 @@ def build(
         [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[3000:4500]]
         + reparandum_negatives(disfl_held, random.Random(seed + 2), limit=1500)
     )
-    one_word = one_word_negatives(held_q, random.Random(seed + 3), limit=1500)
+    held_one_word = one_word_negatives(held_q, random.Random(seed + 3), limit=1500)
     held["disflqa_one_word_devtest"] = (
-        [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[:len(one_word)]]
-        + one_word)
+        [_row(r["a"], r["b"], True, "disflqa", "human") for r in disfl_held[:len(held_one_word)]]
+        + held_one_word)
     if probe is not None and probe.exists():
         held["probe_attributes"] = [_row(r["a"], r["b"], r["same"], "probe", r["kind"])
                                     for r in read(probe)]
-    return {"train": pool[cut:], "calib": pool[:cut], **held}
+    return {"train": pool[cut:] + one_word[one_cut:], "calib": pool[:cut] + one_word[:one_cut],
+            **held}
 
 
 def write(sets: dict[str, list[Row]], out: Path) -> None:
