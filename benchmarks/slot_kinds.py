@@ -30,7 +30,8 @@ from gateway.tools.evaluation import (
     load_shipped,
     with_verification,
 )
-from gateway.tools.verifier_data import mined_negatives, read, reparandum_negatives
+from gateway.tools.question_pairs import mined_negatives, reparandum_negatives
+from gateway.tools.verifier_data import read
 
 DATA = Path(__file__).parent / "data"
 

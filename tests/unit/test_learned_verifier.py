@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.tools import question_pairs as qp
 from gateway.tools import verifier_data as vd
 
 QUESTIONS = ["How many people lived in Warsaw in 1939?", "Who founded the Muslim Brotherhood?",
@@ -43,7 +44,7 @@ def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
 
 
 def test_the_words_a_disfluent_speaker_took_back_make_a_different_question() -> None:
-    q = vd._reparandum_question
+    q = qp._reparandum_question
     assert q("What is the median temperature in the winter?",
              "What is the median temperature in the summer uh winter?") == \
         "What is the median temperature in the summer?"
@@ -64,7 +65,7 @@ def test_the_words_a_disfluent_speaker_took_back_make_a_different_question() -> 
              "b": "What processes occur above the magma er earth?"},
             {"a": "Where do clinical pharmacists work with patients?",
              "b": "Where do physicians no clinical pharmacists work with patients?"}]
-    made = vd.reparandum_negatives(rows, random.Random(0), limit=10)
+    made = qp.reparandum_negatives(rows, random.Random(0), limit=10)
     assert {(r["b"], r["same"], r["kind"]) for r in made} == {
         ("What processes occur above the magma?", False, "reparandum"),
         ("Where do physicians pharmacists work with patients?", False, "reparandum")}
@@ -78,7 +79,7 @@ def test_two_questions_one_word_apart_with_other_answers_are_a_negative() -> Non
                  ("Who ordered Loudoun to defend the fort?", "q4"),     # two words apart
                  ("When was the first fort built?", "q5"),
                  ("When was the second fort built?", "q6")]
-    made = vd.one_word_negatives(questions, random.Random(0), limit=10)
+    made = qp.one_word_negatives(questions, random.Random(0), limit=10)
     assert all(r["same"] is False and r["kind"] == "one_word" for r in made)
     assert {frozenset((r["a"], r["b"])) for r in made} == {
         frozenset(("Who ordered Loudoun to defend Louisbourg?",
@@ -88,7 +89,7 @@ def test_two_questions_one_word_apart_with_other_answers_are_a_negative() -> Non
         frozenset(("Who ordered Loudoun to defend Louisbourg ?",
                    "Who ordered Loudoun to attack Louisbourg?")),
         frozenset(("When was the first fort built?", "When was the second fort built?"))}
-    assert len(vd.one_word_negatives(questions, random.Random(0), limit=2)) == 2
+    assert len(qp.one_word_negatives(questions, random.Random(0), limit=2)) == 2
 
 
 def test_both_orders_show_each_pair_twice_an_epoch() -> None:
@@ -124,7 +125,7 @@ def test_mined_negatives_skip_the_same_question_and_near_copies() -> None:
     def encode(texts: list[str]) -> np.ndarray:
         return np.array([vecs[t] for t in texts])
 
-    rows = vd.mined_negatives(qs, encode, random.Random(0), limit=10)
+    rows = qp.mined_negatives(qs, encode, random.Random(0), limit=10)
     pairs = {frozenset((r["a"], r["b"])) for r in rows}
     # cosine 1.0 (a copy) is never a negative; 0.8 is; 0.0 (another topic) is not near
     assert frozenset(("What is the capital of Poland?", "What is the largest city of Poland?")) \
