@@ -38,7 +38,7 @@ from gateway.tools.train_calibrator import (
     fit,
     read_sets,
 )
-from gateway.tools.verifier_data import Row
+from gateway.tools.verifier_data import Row, trains_on
 
 MIN_OVERLAP = 0.25      # overlap² ≤ 0.0625: with the chosen weights the term moves s < 0.005
 WEIGHTS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
@@ -63,8 +63,7 @@ def trained_on(adapter: Path) -> str:
             f"{'full fine-tune' if cfg.get('full') else 'LoRA'} of all-MiniLM-L6-v2 as a "
             f"cross-encoder, {cfg.get('epochs')} epochs, lr {cfg.get('lr')}, seed "
             f"{cfg.get('seed')}, its weight changes truncated to rank {meta.get('rank')}. "
-            f"Sources: {SOURCES}" + (STSB if "stsb" in (cfg.get("keep") or "stsb").split(",")
-                                     else ""))
+            f"Sources: {SOURCES}" + (STSB if trains_on(cfg, "stsb", "human") else ""))
 
 
 def gains(score: np.ndarray, cos: np.ndarray, y: np.ndarray) -> list[float]:

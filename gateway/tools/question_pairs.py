@@ -111,8 +111,7 @@ def one_word_negatives(questions: list[tuple[str, str]], rng: random.Random, lim
     for text, qid in questions:
         words = [t for t, _, _ in _tokens(text)]
         for i, w in enumerate(words):
-            slots.setdefault((len(words), i, *words[:i], None, *words[i + 1:]), []).append(
-                (text, qid, w))
+            slots.setdefault((*words[:i], None, *words[i + 1:]), []).append((text, qid, w))
     made = sorted({(a, b) for group in slots.values() if len(group) > 1
                    for (a, ia, wa), (b, ib, wb) in itertools.combinations(group, 2)
                    if ia != ib and wa != wb})

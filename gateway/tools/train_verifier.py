@@ -35,7 +35,7 @@ from gateway.cache.verifier.model import (
     load_base,
 )
 from gateway.tools.curves import auc, precision_at
-from gateway.tools.verifier_data import read
+from gateway.tools.verifier_data import read, trains_on
 
 GATE = 0.5
 RECALLS = (0.5, 0.55, 0.6, 0.7, 0.8)
@@ -245,11 +245,8 @@ def main() -> None:
 
     for spec in args.variant or ["default:"]:
         vname, cfg = parse_variant(spec)
-        dropped = set(filter(None, cfg["drop"].split(",")))
         # keep: only these sources, or source:kind (``disflqa:human``: its positives alone)
-        kept = set(filter(None, cfg["keep"].split(",")))
-        rows = [r for r in train_rows if r["source"] not in dropped and (
-            not kept or r["source"] in kept or f"{r['source']}:{r['kind']}" in kept)]
+        rows = [r for r in train_rows if trains_on(cfg, r["source"], r["kind"])]
         # extra: held-out sets added to training — research only (what in-style data would buy);
         # such a variant is never shipped and its own set's figures are not a held-out measure
         for name in filter(None, cfg["extra"].split(",")):

@@ -66,6 +66,13 @@ def read(path: Path) -> list[Row]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+def trains_on(cfg: dict[str, Any], source: str, kind: str) -> bool:
+    """Whether a training variant (``train_verifier``'s ``drop`` and ``keep``: sources, or
+    ``source:kind``, comma-separated) learns from a source's pairs of a kind."""
+    dropped = set(filter(None, cfg.get("drop", "").split(",")))
+    kept = set(filter(None, cfg.get("keep", "").split(",")))
+    return source not in dropped and (not kept or source in kept or f"{source}:{kind}" in kept)
+
 
 def _case(text: str, first: str) -> str:
     return first + text[len(first):] if text else text
