@@ -43,8 +43,8 @@ GATED = _cat(cross_encoder=True)
 PLAIN = _cat("plain")
 # the rules see nothing wrong here; the two ask different things
 SAME_WORDS = ("What is the capital of Australia?", "What is the largest city in Australia?")
-# the rules veto this paraphrase (entities: "getting" / "get" taken for another word)
-VETOED = ("What is the easy way of getting money?", "What is the easy way to get money?")
+# the rules veto this paraphrase (entities: "US" taken for a name the other side lacks)
+VETOED = ("Name the first US president", "Who was the first president of the United States?")
 # a changed unit: the rules veto it, and no confidence of the model overrules that
 UNIT = ("How many seconds are in 2 hours?", "How many minutes are in 2 hours?")
 

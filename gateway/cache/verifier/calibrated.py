@@ -3,7 +3,8 @@
 The rules in ``verify`` veto: one differing slot and the candidate is refused, however strong
 the rest of the evidence. Measured on public pairs they lie *below* the cosine frontier (a
 higher similarity threshold alone does better), because a rule that fires on a true paraphrase
-("the easy way of getting money" / "... to get money": entities) costs as much as one that fires
+("Name the first US president" / "Who was the first president of the United States?":
+entities) costs as much as one that fires
 on a changed question. Here every rule is *evidence* instead, weighed beside the cosine by a
 logistic model fitted on labelled pairs (``gateway.tools.train_calibrator``): a rule that often
 fires on paraphrases gets a small weight, one that marks changed questions a large one.

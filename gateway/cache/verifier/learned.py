@@ -25,7 +25,7 @@ Beside the slot rules (``verification.cross_encoder: true``, opt-in per category
 logit is read on its own, as a judge of the pairs it is competent on (those sharing at least
 ``min_overlap`` of their words): below ``refuse_below`` the candidate is refused whatever the
 rules say, from ``overrule_from`` on a slot rule's veto is overruled (the rule fired on a
-paraphrase: "the easy way of getting money" / "... to get money") — except the kinds it must
+paraphrase: "the first US president" / "... of the United States") — except the kinds it must
 never overrule (``never_overruled``: a changed number or unit, and any kind whose overrules were
 too often wrong on the tuning sets). The points, the kinds, and what they were chosen on are in
 ``crossencoder_gate.json``, written by ``gateway.tools.fit_gate``.

@@ -22,10 +22,20 @@ _TOKEN = re.compile(
 )
 
 
+_VOWELS = frozenset("aeiou")
+
+
 def _stem(w: str) -> str:
     for suf in ("ing", "ies", "es", "ed", "s"):
         if len(w) > len(suf) + 3 and w.endswith(suf):
-            return w[: -len(suf)] + ("y" if suf == "ies" else "")
+            stem = w[: -len(suf)] + ("y" if suf == "ies" else "")
+            # the consonant doubled before -ing / -ed after one short vowel: getting -> get,
+            # stopped -> stop, embedding -> embed (but adding -> add, calling -> call)
+            if (suf in ("ing", "ed") and len(stem) >= 4 and stem[-1] == stem[-2]
+                    and stem[-1] in "bdgmnprt" and stem[-3] in _VOWELS
+                    and stem[-4] not in _VOWELS):
+                return stem[:-1]
+            return stem
     return w
 
 
