@@ -13,8 +13,10 @@ cosine frontier (the best precision a threshold alone reaches at the same recall
 best *worst* gap over the tuning sets, and within ``TOLERANCE`` of it the best mean gap (a
 stricter point buys a few pairs of precision on one set at the cost of recall everywhere).
 
-A slot kind is *never overruled* where the cross-encoder's overrules of its vetoes were wrong
-more than ``HARD_SHARE`` of the time on the tuning sets (at the unrestricted first choice), and
+A slot kind — or a part of one (``verify.PARTS``: ``substitution``, the part of ``entities``
+that reads one content word put in place of another) — is *never overruled* where the
+cross-encoder's overrules of its vetoes were wrong more than ``HARD_SHARE`` of the time on the
+tuning sets (at the unrestricted first choice), and
 ``numbers`` always: a changed value or unit is the plainest wrong answer a cache can serve, the
 training data's number edits change values but never units, and the model was seen to call
 "seconds in 2 hours" / "minutes in 2 hours" the same question. The points are then chosen again
@@ -34,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.verifier.learned import ADAPTER, GATE, PairModel, load_combination, overlap
+from gateway.cache.verifier.slots import extract
+from gateway.cache.verifier.verify import GATE_KINDS, PARTS
 from gateway.categories import ALL_SLOTS
 from gateway.tools.curves import precision_at
 from gateway.tools.evaluation import Pair, embed_pairs, load_shipped, with_verification
@@ -57,7 +61,7 @@ class Decided:
     threshold: np.ndarray
     rules: np.ndarray
     logit: np.ndarray
-    vetoed: dict[str, np.ndarray]  # per slot kind: the pairs its rule alone refuses
+    vetoed: dict[str, np.ndarray]  # per slot kind (and part of one): the pairs it alone refuses
 
     def served(self, refuse_below: float, overrule_from: float, hard: tuple[str, ...] = ()
                ) -> np.ndarray:
@@ -113,9 +117,12 @@ def decided_sets(sets: dict[str, list[Row]], model: PairModel, min_overlap: floa
         for s in range(0, len(run), 32):
             idx = run[s:s + 32]
             logit[idx] = model.logits([(pairs[i].a, pairs[i].b) for i in idx])
+        vetoed = {k: served["alone"] & ~served[k] for k in ALL_SLOTS}
+        for part, (kind, differs) in PARTS.items():  # where the kind's veto is this part's
+            vetoed[part] = vetoed[kind] & np.array(
+                [differs(extract(p.a), extract(p.b)) for p in pairs], dtype=bool)
         out[name] = Decided(embedded[0], np.array([p.same for p in pairs], dtype=bool),
-                            served["alone"], served["rules"], logit,
-                            {k: served["alone"] & ~served[k] for k in ALL_SLOTS})
+                            served["alone"], served["rules"], logit, vetoed)
     return out
 
 
@@ -155,7 +162,7 @@ def main() -> None:
         for kind, (right, wrong) in d.overrules(first_hi).items():
             total = overruled.setdefault(kind, [0, 0])
             total[0], total[1] = total[0] + right, total[1] + wrong
-    hard = tuple(k for k in ALL_SLOTS if k in ALWAYS_HARD
+    hard = tuple(k for k in GATE_KINDS if k in ALWAYS_HARD
                  or (sum(overruled[k]) and overruled[k][1] / sum(overruled[k]) > HARD_SHARE))
     (lo, hi), table = choose(tuning, hard)
     measured = {}

@@ -75,6 +75,29 @@ def test_a_kind_it_never_overrules_keeps_its_veto_however_sure_it_is() -> None:
         is False
 
 
+def test_a_gate_can_hold_the_substitution_part_of_entities_and_overrule_the_rest() -> None:
+    """``substitution`` (one content word put in place of another, the sentence kept) is held
+    apart from the names the other side does not mention: a model that reads "copper" / "iron"
+    as a rewording is not let overrule that, and still overrules the veto on "US"."""
+    swapped = ("What is the melting point of copper?", "What is the melting point of iron?")
+    holding = Gate(refuse_below=4.0, overrule_from=6.0,
+                   never_overruled=("numbers", "substitution"), card={})
+    sure = Judge(12.0)
+    assert _decide(swapped, sure) == (True, None)       # the shipped points overrule both
+    sure.gate = holding
+    assert _decide(swapped, sure) == (False, "entities")
+    assert _decide(VETOED, sure) == (True, None)
+    # a category that does not check entities has no such veto to hold
+    assert _decide(swapped, sure, _cat(cross_encoder=True, slots=["numbers"])) == (True, None)
+
+
+def test_a_gate_that_holds_an_unknown_kind_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "gate.json"
+    bad.write_text('{"refuse_below": 2, "overrule_from": 5, "never_overruled": ["substitutions"]}')
+    with pytest.raises(ValueError, match="not a slot kind or a part of one"):
+        load_gate(bad)
+
+
 def test_a_pair_it_cannot_judge_keeps_the_rules_verdict() -> None:
     assert _decide(SAME_WORDS, Judge(None)) == (True, None)
     assert _decide(VETOED, Judge(None)) == (False, "entities")

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from gateway.cache.verifier.learned import Gate
 from gateway.cache.verifier.slots import Slots, extract
-from gateway.cache.verifier.verify import OK, Verdict, differences, verify
+from gateway.cache.verifier.verify import OK, Verdict, differences, held_differ, verify
 from gateway.categories import ALL_SLOTS, Category, SlotKind
 
 __all__ = ["FEATURES", "Calibrator", "Judge", "Scorer", "decide", "features", "load_calibrator",
@@ -207,8 +207,7 @@ def _second_opinion(rules: Verdict, query: str, candidate: str, learned: Judge |
     gate = learned.gate
     if logit < gate.refuse_below:
         return Verdict(False, "cross_encoder" if rules.ok else rules.reason)
-    if not rules.ok and logit >= gate.overrule_from and not differences(
-            extract(query), extract(candidate),
-            [k for k in kinds if k in gate.never_overruled]):
+    if not rules.ok and logit >= gate.overrule_from and not held_differ(
+            extract(query), extract(candidate), kinds, gate.never_overruled):
         return OK
     return rules

@@ -26,8 +26,9 @@ logit is read on its own, as a judge of the pairs it is competent on (those shar
 ``min_overlap`` of their words): below ``refuse_below`` the candidate is refused whatever the
 rules say, from ``overrule_from`` on a slot rule's veto is overruled (the rule fired on a
 paraphrase: "the first US president" / "... of the United States") — except the kinds it must
-never overrule (``never_overruled``: a changed number or unit, and any kind whose overrules were
-too often wrong on the tuning sets). The points, the kinds, and what they were chosen on are in
+never overrule (``never_overruled``: a changed number or unit, and any kind — or part of one, such
+as ``substitution``, one content word put in place of another — whose overrules were too often
+wrong on the tuning sets). The points, the kinds, and what they were chosen on are in
 ``crossencoder_gate.json``, written by ``gateway.tools.fit_gate``.
 """
 
@@ -47,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gateway.cache.verifier.verify import GATE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +202,10 @@ class Gate:
         if gate.overrule_from < gate.refuse_below:
             raise ValueError(f"overrule_from {gate.overrule_from} is below refuse_below "
                              f"{gate.refuse_below}")
+        unknown = sorted(set(gate.never_overruled) - set(GATE_KINDS))
+        if unknown:
+            raise ValueError(f"never_overruled names {unknown}: not a slot kind or a part of "
+                             f"one ({', '.join(GATE_KINDS)})")
         return gate
 
 

@@ -34,7 +34,7 @@ from gateway.cache.verifier import lexicon as lx
 from gateway.cache.verifier.slots import Slots, extract
 from gateway.categories import ALL_SLOTS, SlotKind
 
-__all__ = ["OK", "Verdict", "verify"]
+__all__ = ["GATE_KINDS", "OK", "PARTS", "Verdict", "held_differ", "verify"]
 
 
 @dataclass(frozen=True)
@@ -126,14 +126,20 @@ def _topics_differ(a: Slots, b: Slots) -> bool:
     return False
 
 
+def substituted(a: Slots, b: Slots) -> bool:
+    """A content word put in place of another that is no synonym, the rest kept: the part of
+    ``entities`` that reads the sentence rather than its names."""
+    return _minimal_pair(a, b) or _frame_swap(a, b) or _topics_differ(a, b)
+
+
 def _entities_differ(a: Slots, b: Slots) -> bool:
     """An entity on one side that the other side does not mention at all, in any case or
-    under another name of the same thing ("$" / "dollars").
+    under another name of the same thing ("$" / "dollars"), or a word substituted.
     Code-like tokens (model numbers, part codes, ids) name things too."""
     if ((a.entities | a.identifiers) - b.words - b.entities
             or (b.entities | b.identifiers) - a.words - a.entities):
         return True
-    return _minimal_pair(a, b) or _frame_swap(a, b) or _topics_differ(a, b)
+    return substituted(a, b)
 
 
 # Most specific kinds first: the reason reported is the most telling one.
@@ -161,6 +167,25 @@ def differences(a: Slots, b: Slots, kinds: tuple[SlotKind, ...] | list[SlotKind]
                 ) -> list[SlotKind]:
     """Every kind (of ``kinds``, most specific first) on which the two differ."""
     return [k for k in _ORDER if k in kinds and _DIFFERS[k](a, b)]
+
+
+# Parts of a kind that the cross-encoder's gate can hold apart from the rest of the kind
+# (``Gate.never_overruled``): the part's name, the kind it belongs to, and its test.
+PARTS: dict[str, tuple[SlotKind, Callable[[Slots, Slots], bool]]] = {
+    "substitution": ("entities", substituted),
+}
+GATE_KINDS: tuple[str, ...] = (*ALL_SLOTS, *PARTS)
+
+
+def held_differ(a: Slots, b: Slots, kinds: tuple[SlotKind, ...] | list[SlotKind],
+                held: tuple[str, ...] | list[str]) -> bool:
+    """Whether one of ``held`` (slot kinds, or parts of one: ``PARTS``) differs, of the kinds a
+    category checks (``kinds``)."""
+    for name in held:
+        kind, differs = PARTS[name] if name in PARTS else (name, _DIFFERS[name])
+        if kind in kinds and differs(a, b):
+            return True
+    return False
 
 
 def verify(
