@@ -136,3 +136,20 @@ def test_the_cross_encoder_beside_the_rules_refuses_what_it_judges_different(
         assert _ask(client, other) == "hit"
         assert _ask(client, vetoed) == "miss"
         assert _ask(client, paraphrase) == "miss"
+
+
+
+def test_the_cross_encoder_beside_the_rules_refuses_another_attribute_of_the_same_thing(
+    gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
+) -> None:
+    """One word of a short question put in place of another (population / area / economy,
+    cosine 0.75–0.77, over the category's threshold): refused, however the model reads it where
+    the gate holds that kind of veto; rewordings of the stored question are served."""
+    pytest.importorskip("torch")
+    judged = _gateway(gateway_factory, embedder, tmp_path, {"cross_encoder": True})
+    with openai.OpenAI(base_url=judged, api_key="sk-attribute", max_retries=0) as client:
+        assert _ask(client, "How big is the population of Japan?") == "miss"
+        assert _ask(client, "How big is the area of Japan?") == "miss"
+        assert _ask(client, "How big is the economy of Japan?") == "miss"
+        assert _ask(client, "How large is the population of Japan?") == "hit"
+        assert _ask(client, "What is the size of the population of Japan?") == "hit"
