@@ -138,7 +138,6 @@ def test_the_cross_encoder_beside_the_rules_refuses_what_it_judges_different(
         assert _ask(client, paraphrase) == "miss"
 
 
-
 def test_the_cross_encoder_beside_the_rules_refuses_another_attribute_of_the_same_thing(
     gateway_factory: GatewayFactory, embedder: SentenceTransformerEmbedder, tmp_path: Path,
 ) -> None:
