@@ -42,9 +42,10 @@ done
 for i in "${!pids[@]}"; do
   n=${1%%:*}; shift
   wait "${pids[$i]}" || echo "$n ended $?"
-  cp /root/r/"$n"/*_r64.npz "$OUT"/ 2>/dev/null
+  cp /root/r/"$n"/*_r64.npz /root/r/"$n"/*.pt "$OUT"/ 2>/dev/null  # adapters; a split's joint layers
   # this call's variants only: a warm machine keeps earlier calls' runs, and all of them
   # together outgrew what a call brings back
-  tar czf "$OUT/runs.tgz" -C /root/r --ignore-failed-read "${names[@]}" 2>/dev/null
+  tar czf "$OUT/runs.tgz" -C /root/r --exclude='*.pt' --ignore-failed-read "${names[@]}" \
+    2>/dev/null
 done
 ls -la "$OUT"

@@ -28,6 +28,7 @@ import torch
 
 from gateway.cache.verifier.model import (
     PairScorer,
+    SplitScorer,
     add_lora,
     apply_adapter,
     compress_full,
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = {"rank": 16, "alpha": 32.0, "epochs": 3, "lr": 3e-4, 
                             "batch": 64, "max_length": 128, "drop": "", "seed": 13,
                             "residual": 1, "train_gate": 0.0, "full": 0, "extra": "", "keep": "",
                             "save": 0, "compress": "", "layers": 0, "both": 0,
-                            "init": ""}
+                            "init": "", "split": 0}
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -57,8 +58,15 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def batches(tokenizer: Any, a: list[str], b: list[str], cos: list[float], size: int,
-            max_length: int, device: str) -> Any:
+            max_length: int, device: str, split: bool = False) -> Any:
     for i in range(0, len(a), size):
+        if split:  # each text on its own, as the embedder reads it (``SplitScorer``)
+            ea, eb = (tokenizer(t[i:i + size], truncation=True, max_length=max_length,
+                                padding=True, return_tensors="pt") for t in (a, b))
+            yield {"a_ids": ea["input_ids"].to(device), "a_mask": ea["attention_mask"].to(device),
+                   "b_ids": eb["input_ids"].to(device), "b_mask": eb["attention_mask"].to(device),
+                   "cosine": torch.tensor(cos[i:i + size], dtype=torch.float32, device=device)}
+            continue
         enc = tokenizer(a[i:i + size], b[i:i + size], truncation=True, max_length=max_length,
                         padding=True, return_tensors="pt")
         yield {"input_ids": enc["input_ids"].to(device),
@@ -73,7 +81,8 @@ def logits(model: PairScorer, tokenizer: Any, rows: list[dict[str, Any]], cfg: d
     model.eval()
     out = []
     for feed in batches(tokenizer, [r["a"] for r in rows], [r["b"] for r in rows],
-                        [r["cos"] for r in rows], 256, cfg["max_length"], device):
+                        [r["cos"] for r in rows], 256, cfg["max_length"], device,
+                        bool(cfg["split"])):
         with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
             out.append(model(**feed).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0)
@@ -93,6 +102,8 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
           ) -> tuple[PairScorer, Any, list[str]]:
     torch.manual_seed(cfg["seed"])
     rng = random.Random(cfg["seed"])
+    if cfg["split"] and not cfg["full"]:
+        raise ValueError("split= trains the joint layers whole: set full=1")
     if cfg["init"]:  # continue from an adapter (its changes merged into the base): full only
         if not cfg["full"]:
             raise ValueError("init= continues a full fine-tune: set full=1")
@@ -100,7 +111,7 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
         model.train()
     else:
         encoder, tokenizer = load_base(base, cfg["layers"])
-        model = PairScorer(encoder)
+        model = SplitScorer(encoder, cfg["split"]) if cfg["split"] else PairScorer(encoder)
     # full: every weight trains (a research baseline: too large to ship as an adapter)
     names = add_lora(model, cfg["rank"], cfg["alpha"]) if not cfg["full"] else []
     rows = [r for r in rows if r["cos"] >= cfg["train_gate"]]
@@ -134,7 +145,7 @@ def train(rows: list[dict[str, Any]], cfg: dict[str, Any], base: str | None, dev
         y = torch.tensor([float(r["same"]) for r in order])
         total = 0.0
         for i, feed in enumerate(batches(tokenizer, a, b, [r["cos"] for r in order], cfg["batch"],
-                                         cfg["max_length"], device)):
+                                         cfg["max_length"], device, bool(cfg["split"]))):
             target = y[i * cfg["batch"]:(i + 1) * cfg["batch"]].to(device)
             with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
                 loss = loss_fn(model(**feed).float(), target)
@@ -265,7 +276,10 @@ def main() -> None:
         elif cfg["save"]:  # a full fine-tune, kept for compression or export (fp16, ~45 MB)
             args.out.mkdir(parents=True, exist_ok=True)
             torch.save({"meta": meta, "state": {k: v.half().cpu() for k, v in
-                                                model.state_dict().items()}},
+                                                model.state_dict().items()
+                                                if not cfg["split"] or dict(
+                                                    model.named_parameters()).get(
+                                                    k, torch.ones(1)).requires_grad}},
                        args.out / f"{vname}.pt")
         summary["variants"][vname] = report
         # compress: a full fine-tune truncated to these ranks (what an adapter of it would keep)

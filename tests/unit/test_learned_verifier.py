@@ -242,3 +242,44 @@ def test_a_shallower_cross_encoder_reloads_with_its_own_depth(tmp_path: Path) ->
     with torch.no_grad():
         args = (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"], torch.tensor([0.8]))
         assert abs(float(merged(*args)) - float(small(*args))) < 1e-4
+
+
+def test_a_split_scorer_reads_each_text_as_the_embedder_does_and_trains_only_the_joint_layers(
+        ) -> None:
+    """SplitScorer's premise: below ``split`` each text's states are the embedding model's own
+    hidden states for that text alone (so a lookup can take them from the embedding pass and
+    from the stored candidate), and training leaves those layers as packaged."""
+    torch = pytest.importorskip("torch")
+    from gateway.cache.verifier.model import SplitScorer, load_base
+
+    torch.manual_seed(0)
+    encoder, tok = load_base()
+    model = SplitScorer(encoder, split=3)
+    reference, _ = load_base()
+    a = tok(["How do I sort a list?", "What is the capital of France?"], padding=True,
+            return_tensors="pt")
+    b = tok(["How can I sort a list in place?", "Which city is France's capital?"],
+            padding=True, return_tensors="pt")
+    with torch.no_grad():
+        own = reference(**a, output_hidden_states=True).hidden_states[3]
+        lower = model.lower(a["input_ids"], a["attention_mask"])
+    keep = a["attention_mask"].bool()
+    assert torch.allclose(lower[keep], own[keep], atol=1e-5)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    assert any(n.startswith("encoder.encoder.layer.2.") for n in frozen)
+    assert not any(n.startswith("encoder.encoder.layer.3.") for n in frozen)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    cos = torch.tensor([0.9, 0.8])
+    for _ in range(2):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(a["input_ids"], a["attention_mask"], b["input_ids"], b["attention_mask"], cos),
+            torch.tensor([1.0, 0.0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = dict(model.named_parameters())
+    assert all(torch.equal(after[n], p) for n, p in frozen.items())
+    assert not torch.equal(after["encoder.encoder.layer.5.output.dense.weight"],
+                           reference.encoder.layer[5].output.dense.weight)
+    # b's states carry a segment vector, trained with the joint layers: the order can be told
+    assert float(after["segment"].detach().abs().sum()) > 0

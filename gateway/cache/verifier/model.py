@@ -53,6 +53,60 @@ class PairScorer(nn.Module):
         return correction + self.prior(cosine.unsqueeze(-1).to(correction.dtype)).squeeze(-1)
 
 
+def run_layers(layers: Any, states: Any, mask: Any) -> Any:
+    """``states`` through BERT ``layers``, padding (``mask`` 0) not attended to."""
+    keep = mask[:, None, None, :].bool()
+    for layer in layers:
+        out = layer(states, keep)
+        states = out[0] if isinstance(out, tuple) else out
+    return states
+
+
+class SplitScorer(nn.Module):
+    """A cheaper cross-encoder: each text goes *alone* through the embedder's first ``split``
+    layers — frozen, so these are the very states the embedding model computes for that text —
+    and only the layers above read the two together (``[CLS] a [SEP] ‖ [CLS] b [SEP]``, b's
+    states marked by a learned segment vector). The joint part is what a lookup pays for; the
+    lower states come with the query's embedding and with the stored candidate's. The head and
+    the prior are ``PairScorer``'s."""
+
+    def __init__(self, encoder: nn.Module, split: int):
+        super().__init__()
+        self.encoder, self.split = encoder, split
+        hidden = int(encoder.config.hidden_size)
+        self.segment = nn.Parameter(torch.zeros(hidden))
+        self.head = nn.Linear(2 * hidden, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.prior = nn.Linear(1, 1)
+        for p in [*encoder.embeddings.parameters(),
+                  *encoder.encoder.layer[:split].parameters()]:
+            p.requires_grad_(False)
+
+    def lower(self, input_ids: Any, attention_mask: Any) -> Any:
+        """One text's states after the shared layers: the embedder's own (segment 0)."""
+        states = self.encoder.embeddings(input_ids=input_ids,
+                                         token_type_ids=torch.zeros_like(input_ids))
+        return run_layers(self.encoder.encoder.layer[:self.split], states, attention_mask)
+
+    def joint(self, a: Any, a_mask: Any, b: Any, b_mask: Any) -> Any:
+        mask = torch.cat([a_mask, b_mask], 1)
+        states = run_layers(self.encoder.encoder.layer[self.split:],
+                            torch.cat([a, b + self.segment.to(b.dtype)], 1), mask)
+        m = mask.unsqueeze(-1).to(states.dtype)
+        mean = (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.head(torch.cat([states[:, 0], mean], dim=-1)).squeeze(-1)
+
+    def correction(self, a_ids: Any, a_mask: Any, b_ids: Any, b_mask: Any) -> Any:
+        with torch.no_grad():
+            a, b = self.lower(a_ids, a_mask), self.lower(b_ids, b_mask)
+        return self.joint(a, a_mask, b, b_mask)
+
+    def forward(self, a_ids: Any, a_mask: Any, b_ids: Any, b_mask: Any, cosine: Any) -> Any:
+        correction = self.correction(a_ids, a_mask, b_ids, b_mask)
+        return correction + self.prior(cosine.unsqueeze(-1).to(correction.dtype)).squeeze(-1)
+
+
 class LoRALinear(nn.Module):
     """``base(x) + scale · B(A(x))`` with the base frozen; B starts at zero (no change)."""
 
