@@ -77,6 +77,7 @@ def main() -> None:
             cfg = v["config"]
             desc = ("full" if cfg.get("full") else f"LoRA r{cfg['rank']}") + \
                 (f", first {cfg['layers']} layers" if cfg.get("layers") else "") + \
+                (f", split at layer {cfg['split']}" if cfg.get("split") else "") + \
                 f", {cfg['epochs']} ep, lr {cfg['lr']:g}" + \
                 (", both orders" if cfg.get("both") else "") + \
                 (f", from {Path(cfg['init']).stem}" if cfg.get("init") else "") + \
