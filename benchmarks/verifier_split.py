@@ -16,6 +16,7 @@ Quality of the split models: the `verifier_training` section (run16).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -171,6 +172,16 @@ def main() -> None:
         lines.append(f"| {k} | {6 - k} | {threads} | {name} | {joint:.2f} | "
                      f"{joint / full[threads]:.2f} | {rec:.2f} |")
     lines += ["", f"Largest difference of an exported joint part from torch: {max(drifts):.1e}."]
+    run = Path(__file__).parent / "results" / "verifier_training_run16.json"
+    if run.exists():  # what the trained split models learned (the verifier_training section)
+        summary = json.loads(run.read_text())
+        paws = {int(v["config"]["split"]): v["sets"]["paws_wiki_test"]["calibrated"]["p@r0.5"]
+                for v in summary["variants"].values() if v["config"].get("split")}
+        lines += ["", "What they learned (run16, `verifier_training` section), PAWS-Wiki test "
+                  "precision at recall 0.5: " + ", ".join(f"split at {k}: {p:.3f}" for k, p in
+                                                           sorted(paws.items()))
+                  + f"; the cosine frontier {summary['cosine']['paws_wiki_test']['p@r0.5']:.3f}"
+                  "; the full model of the same recipe (run15) 0.871. None is worth its saving."]
     write_section("verifier_split", "\n".join(lines))
     print("\n".join(lines))
 
