@@ -23,7 +23,7 @@ import numpy as np
 from _report import stamp, write_section
 from slot_kinds import PAIRS, public_sets
 
-from gateway.cache.verifier.learned import GATE, load_learned
+from gateway.cache.verifier.learned import ADAPTER, GATE, PairModel, load_learned
 from gateway.config import Settings
 from gateway.tools.evaluation import Pair, Report, embed_pairs, load_shipped, with_verification
 from gateway.tools.verifier_data import read
@@ -41,21 +41,28 @@ def _row(name: str, r: Report) -> str:
             f"{v.wrong_hits} | {gap:+.3f} |")
 
 
-def _cost(learned, repeats: int = 60) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
-    """p50 ms: one short pair; five candidates of one lookup in one batch; a long pair."""
-    def p50(pairs: list[tuple[str, str]]) -> float:
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            learned.model.logits(pairs)
-            times.append((time.perf_counter() - t) * 1e3)
-        return float(np.median(times))
+def _cost(rounds: int = 12, repeats: int = 20) -> dict[tuple[str, int], tuple[float, ...]]:
+    """p50 ms of the int8 model the gateway runs and of its fp32 export, on 1 and 2 threads,
+    their rounds interleaved (this VM's speed drifts): one short pair; five candidates of one
+    lookup in one batch; a long pair."""
     long = ("The company that bought Acme in 2019 was founded by Jane Smith in Boston, where it "
             "still has its head office and most of its engineers.",
             "Jane Smith founded the company that bought Acme in 2019 in Boston, where most of its "
             "engineers and its head office still are.")
-    p50(SHORT[:1])  # warm
-    return p50(SHORT[:1]), p50([SHORT[0]] * 5), p50([long])
+    cases = (SHORT[:1], [SHORT[0]] * 5, [long])
+    models = {(kind, threads): PairModel(ADAPTER, Settings().embedding_cache_dir, threads,
+                                         int8=kind == "int8")
+              for threads in (1, 2) for kind in ("int8", "fp32")}
+    times: dict[tuple[str, int], list[list[float]]] = {k: [[], [], []] for k in models}
+    for _ in range(rounds):
+        for key, model in models.items():
+            for i, pairs in enumerate(cases):
+                model.logits(pairs)  # warm
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    model.logits(pairs)
+                    times[key][i].append((time.perf_counter() - t) * 1e3)
+    return {k: tuple(float(np.median(t)) for t in v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -106,11 +113,18 @@ def main() -> None:
                   f"R {r.overall_verified.recall:.3f} ({time.perf_counter() - started:.0f} s)",
                   flush=True)
         lines.append("")
-    one, five, long = _cost(learned)
+    cost = _cost()
     lines += [
-        f"Cost of the cross-encoder on this CPU (ONNX Runtime fp32, 2 threads, p50 of 60): one "
-        f"short pair {one:.1f} ms; a lookup's five candidates in one batch {five:.1f} ms; one "
-        f"long pair (two 25-word sentences) {long:.1f} ms. Beside the rules it runs candidate "
+        "Cost of the cross-encoder on this CPU (ONNX Runtime; *int8*: what the gateway runs, "
+        "its weights quantized per channel; *fp32*: the export it was quantized from; p50 ms, "
+        "the kinds' rounds interleaved):", "",
+        "| model | threads | one short pair | a lookup's five candidates, one batch | one long "
+        "pair (two 25-word sentences) |", "|---|---:|---:|---:|---:|",
+        *(f"| {kind} | {threads} | {c[0]:.2f} | {c[1]:.2f} | {c[2]:.2f} |"
+          for (kind, threads), c in cost.items()), "",
+        "int8 / fp32, one short pair: " + ", ".join(
+            f"{cost[('int8', t)][0] / cost[('fp32', t)][0]:.2f} on {t} thread{'s' * (t > 1)}"
+            for t in (1, 2)) + ". Beside the rules it runs candidate "
         "by candidate (best first, stopping at the first served) for candidates over their "
         "category's threshold sharing a quarter of their words and not read as the same word "
         "pieces; a miss without one, and an exact repeat, never run it.", ""]

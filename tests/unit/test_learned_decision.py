@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -171,6 +172,48 @@ def test_an_export_that_computes_otherwise_than_its_model_is_refused_and_removed
     assert not list(tmp_path.glob("*.onnx"))  # not left for the next start to trust
     monkeypatch.setattr(learned.PairModel, "_export", real)
     assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
+
+
+def test_the_gateway_runs_the_cross_encoder_in_int8_ranking_pairs_as_fp32_does(
+        tmp_path: Path) -> None:
+    """What runs is the export with int8 weights (cached beside the fp32 one): on the probes its
+    logits stray from fp32's within the tolerance, and it orders pairs written for this test
+    (rewordings, swapped order) as fp32 does, most of them a few tenths of a logit apart."""
+    pytest.importorskip("torch")
+    from gateway.cache.verifier import learned
+
+    model = learned.PairModel(learned.ADAPTER, tmp_path)
+    exact = learned.PairModel(learned.ADAPTER, tmp_path, int8=False)
+    assert model.int8 and len(list(tmp_path.glob("crossencoder-*-int8-*.onnx"))) == 1
+    assert "MatMulInteger" in _ops(model.path) and "MatMulInteger" not in _ops(exact.path)
+    probes = model.logits(learned.PROBES) - exact.logits(learned.PROBES)
+    assert float(abs(probes).max()) <= learned.INT8_TOLERANCE
+    pairs = [(a, b) for a, b, _ in SWAPS] + [(a, s) for a, _, s in SWAPS]
+    got, want = model.logits(pairs), exact.logits(pairs)
+    assert float(np.median(abs(got - want))) < 0.75  # a pair now and then strays further
+    order_got, order_want = got.argsort().argsort(), want.argsort().argsort()
+    n = len(pairs)  # Spearman's rank correlation
+    rho = 1 - 6 * float(((order_got - order_want) ** 2).sum()) / (n * (n * n - 1))
+    assert rho > 0.9, rho
+
+
+def test_a_quantization_that_strays_too_far_is_refused_and_not_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    from gateway.cache.verifier import learned
+
+    monkeypatch.setattr(learned, "INT8_TOLERANCE", 0.0)  # any int8 model strays a little
+    with pytest.raises(ValueError, match="int8 model differs"):
+        learned.PairModel(learned.ADAPTER, tmp_path)
+    assert not list(tmp_path.glob("*int8*"))
+    monkeypatch.setattr(learned, "INT8_TOLERANCE", 2.5)
+    assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
+
+
+def _ops(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
 # Questions written for this test (from no training set): each beside a text the model reads as
