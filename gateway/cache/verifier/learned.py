@@ -76,7 +76,7 @@ class PairModel:
 
     ``int8`` (what the gateway runs): the export's weights quantized to int8, per output
     channel (ONNX Runtime's dynamic quantization: activations quantized as they come). About
-    half the time of fp32 on a small CPU for the same ranking of pairs (`verifier_gate`
+    two thirds of fp32's time on a small CPU for the same ranking of pairs (`verifier_gate`
     section); its logits differ from fp32's by a few tenths typically, so the gate and the
     combination are fitted on the int8 model (``fit_gate``, ``fit_learned``)."""
 
@@ -201,7 +201,7 @@ class PairModel:
         activations with one scale, so a pair batched with others (and their padding) would
         score a little differently than alone — and a pair's score must not depend on what it
         is judged beside (a lookup, ``semcache eval``). Batching bought little on a CPU anyway
-        (five candidates in one fp32 batch: 3.8 times one)."""
+        (five candidates in one fp32 batch: about 3 times one)."""
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         groups = [[p] for p in pairs] if self.int8 else [pairs]
