@@ -69,6 +69,11 @@ def test_a_sure_cross_encoder_overrules_a_veto_and_an_unsure_one_does_not() -> N
 
 def test_a_kind_it_never_overrules_keeps_its_veto_however_sure_it_is() -> None:
     assert _decide(UNIT, Judge(12.0)) == (False, "numbers")
+    # its answer could not change the verdict there: the model is not run at all
+    judge = Judge(12.0)
+    assert _decide(UNIT, judge) == (False, "numbers") and judge.calls == 0
+    judge = Judge(-3.0)
+    assert _decide(VETOED, judge) == (False, "entities") and judge.calls == 1  # it could have
     # the kind counts even where another kind is the reason reported first
     both = ("Is 5 bigger than 3 or not?", "Is 5 bigger than 4?")
     assert _decide(both, Judge(12.0), _cat(cross_encoder=True, slots=["negation", "numbers"]))[0] \

@@ -201,13 +201,13 @@ def _second_opinion(rules: Verdict, query: str, candidate: str, learned: Judge |
     cannot judge (too few shared words) keeps the rules' verdict."""
     if learned is None:  # no model to read: refuse rather than serve half-verified
         return Verdict(False, "cross_encoder")
+    if not rules.ok and held_differ(extract(query), extract(candidate), kinds,
+                                    learned.gate.never_overruled):
+        return rules  # refused whatever the model would say: not run (a forward saved)
     logit = learned.logit(query, candidate)
     if logit is None:
         return rules
     gate = learned.gate
     if logit < gate.refuse_below:
         return Verdict(False, "cross_encoder" if rules.ok else rules.reason)
-    if not rules.ok and logit >= gate.overrule_from and not held_differ(
-            extract(query), extract(candidate), kinds, gate.never_overruled):
-        return OK
-    return rules
+    return OK if not rules.ok and logit >= gate.overrule_from else rules
