@@ -36,6 +36,7 @@ from _report import stamp, write_section
 
 from gateway.cache.verifier.learned import ADAPTER, PairModel
 from gateway.cache.verifier.model import SplitScorer, load_base
+from gateway.config import Settings
 
 PAIRS = [("How big is the population of Japan?", "How large is the population of Japan?"),
          ("How do I sort a list in descending order in Python?",
@@ -115,7 +116,6 @@ def main() -> None:
                 missing = model.load_state_dict({n: v.float() for n, v in state.items()},
                                                 strict=False)
                 assert not missing.unexpected_keys, missing.unexpected_keys
-            per: dict[str, list[float]] = {"joint": [], "recomputed": []}
             ea = tok([a for a, _ in PAIRS], padding=True, return_tensors="pt")
             eb = tok([b for _, b in PAIRS], padding=True, return_tensors="pt")
             with torch.inference_mode():
@@ -129,6 +129,7 @@ def main() -> None:
                                        eb["attention_mask"]), ["a_ids", "a_mask", "b_ids", "b_mask"],
                    rpath)
             for threads in (1, 2):
+                per: dict[str, list[float]] = {"joint": [], "recomputed": []}
                 joint, rec = session(jpath, threads), session(rpath, threads)
                 got = joint.run(None, {"a": sa.numpy(), "a_mask": ea["attention_mask"].numpy(),
                                        "b": sb.numpy(), "b_mask": eb["attention_mask"].numpy()})[0]
@@ -147,10 +148,9 @@ def main() -> None:
                         p50(lambda o=ids, s=rec: s.run(None, o), args.n // len(PAIRS)))
                 rows.append((k, threads, name, statistics.median(per["joint"]),
                              statistics.median(per["recomputed"])))
-                per = {"joint": [], "recomputed": []}
     full = {}
     for threads in (1, 2):
-        model = PairModel(ADAPTER, shipped_cache(), threads=threads)
+        model = PairModel(ADAPTER, Settings().embedding_cache_dir, threads=threads)
         full[threads] = statistics.median(
             p50(lambda p=p, m=model: m.logits([p]), args.n // len(PAIRS)) for p in PAIRS)
     lines = [
@@ -184,10 +184,6 @@ def main() -> None:
                   "; the full model of the same recipe (run15) 0.871. None is worth its saving."]
     write_section("verifier_split", "\n".join(lines))
     print("\n".join(lines))
-
-
-def shipped_cache() -> Path:
-    return Path(tempfile.gettempdir()) / "semcache-verifier-split"
 
 
 if __name__ == "__main__":

@@ -275,11 +275,12 @@ def main() -> None:
             export_adapter(model, names, meta, args.out / f"{vname}.npz")
         elif cfg["save"]:  # a full fine-tune, kept for compression or export (fp16, ~45 MB)
             args.out.mkdir(parents=True, exist_ok=True)
+            # a split model: only what trained (the joint layers, segment, head, prior); the
+            # rest is the packaged base
+            trained = {n for n, p in model.named_parameters() if p.requires_grad}
             torch.save({"meta": meta, "state": {k: v.half().cpu() for k, v in
                                                 model.state_dict().items()
-                                                if not cfg["split"] or dict(
-                                                    model.named_parameters()).get(
-                                                    k, torch.ones(1)).requires_grad}},
+                                                if not cfg["split"] or k in trained}},
                        args.out / f"{vname}.pt")
         summary["variants"][vname] = report
         # compress: a full fine-tune truncated to these ranks (what an adapter of it would keep)

@@ -94,18 +94,22 @@ class PairModel:
         probe = None if path.exists() else self._export(adapter, path)
         self.tokenizer = self._tokenizer()
         self._lock = threading.Lock()  # one run at a time: the session's threads are the cores
-        self.path = path  # the file that runs
-        self.session = self._session(path)
+        quantized = cache_dir / f"crossencoder-{fingerprint}-int8-ort{ort.__version__}.onnx"
+        if int8 and probe is None and quantized.exists():  # a usual start: the int8 file alone
+            self.path, self.session = quantized, self._session(quantized)
+            return
+        self.path, self.session = path, self._session(path)  # the file that runs
         if probe is not None:  # the export computes what the model it came from computes
             drift = float(np.abs(self.logits(PROBES) - probe).max())
             if drift > 1e-3:
                 path.unlink(missing_ok=True)
                 raise ValueError(f"the learned verifier's ONNX export differs by {drift:.2e}")
         if int8:
-            quantized = cache_dir / f"crossencoder-{fingerprint}-int8-ort{ort.__version__}.onnx"
-            if not quantized.exists():
+            if quantized.exists():
+                self.session = self._session(quantized)
+            else:  # leaves the session on the int8 model it checked
                 self._quantize(path, quantized)
-            self.path, self.session = quantized, self._session(quantized)
+            self.path = quantized
 
     def _session(self, path: Path) -> Any:
         import onnxruntime as ort
