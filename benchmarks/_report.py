@@ -17,15 +17,23 @@ the run. Re-run the script to refresh its section; do not edit numbers by hand.
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """The CPU as /proc/cpuinfo names it, with its family / model and whether it has VNNI (int8
+    dot products): VMs of one name have differed in both, and int8 inference cost with them."""
+    cpu, detail = platform.processor() or platform.machine(), []
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        info = dict(line.split(":", 1) for line in
+                    Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = info.get("model name", cpu)
+        if "cpu family" in info:
+            detail.append(f"family {info['cpu family']} model {info.get('model', '?')}")
+        flags = info.get("flags", "").split()
+        detail.append("AVX-512 VNNI" if "avx512_vnni" in flags else
+                      "AVX2, no VNNI" if "avx2" in flags else "no AVX2")
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+    shown = f"{cpu} ({', '.join(detail)})" if detail else cpu
+    return f"{shown}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
 def stamp() -> str:

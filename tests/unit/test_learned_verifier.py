@@ -29,6 +29,19 @@ def test_synthetic_pairs_change_one_thing_and_are_labeled() -> None:
             assert "1939" in r["a"] and "1939" not in r["b"]
 
 
+def test_a_question_word_swap_never_labels_which_and_what_as_different_questions() -> None:
+    """"Which language is spoken in Brazil?" and "What language ..." ask the same: a model shown
+    the one as a negative of the other (run15's data) refused them at logit -3.1."""
+    for seed in range(40):
+        b = vd._wh_swap("Which language is spoken in Brazil?", random.Random(seed))
+        assert b is not None and b.split()[0] in ("Who", "When", "Where"), b
+    rows = vd.synthetic([*QUESTIONS, "Which city is the capital of Poland?"], random.Random(1),
+                        per_kind=10)
+    swaps = [r for r in rows if r["kind"] == "synthetic:question_word"]
+    assert swaps and all({r["a"].split()[0].lower(), r["b"].split()[0].lower()}
+                         != {"which", "what"} for r in swaps)
+
+
 def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
     assert vd._moved_phrase("How many people lived in Warsaw in 1939?") == \
         "In 1939, how many people lived in Warsaw?"
