@@ -177,9 +177,25 @@ def _first_made(questions: list[str], make: Callable[[str], str | None], rng: ra
     return made
 
 
+# words after which a leading "what" / "which" is no determiner of a noun ("What is ...")
+_NOT_A_NOUN = frozenset(
+    "is are was were do does did has have had can could will would should may might must of "
+    "to in on at for if about kind kinds sort type".split())
+
+
+def _which_what(q: str) -> str | None:
+    """A question opening with "What"/"Which" and a noun, asked with the other word: "Which
+    language is spoken in Brazil?" / "What language ...". The same question (run18)."""
+    words = q.split()
+    if len(words) < 3 or words[1].lower() in _NOT_A_NOUN or not words[1].isalpha():
+        return None
+    other = {"what": "Which", "which": "What"}.get(words[0].lower())
+    return " ".join([other, *words[1:]]) if other else None
+
+
 def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[Row]:
-    """One-edit pairs from fluent questions: four kinds of changed meaning; typing variants and
-    moved phrases, which keep it."""
+    """One-edit pairs from fluent questions: four kinds of changed meaning; typing variants,
+    moved phrases and "what" / "which" before a noun, which keep it."""
     capitals = sorted({e for q in questions for e in _CAPITAL.findall(q)})
     rows: list[Row] = []
     makers: dict[str, Callable[[str], str | None]] = {
@@ -197,6 +213,8 @@ def synthetic(questions: list[str], rng: random.Random, per_kind: int) -> list[R
             rows.append(_row(q, b, True, "synthetic", "synthetic:typing"))
     rows += [_row(q, b, True, "synthetic", "synthetic:moved")
              for q, b in _first_made(questions, _moved_phrase, rng, per_kind)]
+    rows += [_row(q, b, True, "synthetic", "synthetic:which_what")  # last: the draws above
+             for q, b in _first_made(questions, _which_what, rng, per_kind)]  # stay as they were
     return rows
 
 

@@ -24,7 +24,8 @@ def test_synthetic_pairs_change_one_thing_and_are_labeled() -> None:
             "synthetic:typing"} <= kinds
     for r in rows:
         assert r["a"] != r["b"] and r["source"] == "synthetic"
-        assert r["same"] == (r["kind"] in ("synthetic:typing", "synthetic:moved"))
+        assert r["same"] == (r["kind"] in ("synthetic:typing", "synthetic:moved",
+                                           "synthetic:which_what"))
         if r["kind"] == "synthetic:number":
             assert "1939" in r["a"] and "1939" not in r["b"]
 
@@ -40,6 +41,10 @@ def test_a_question_word_swap_never_labels_which_and_what_as_different_questions
     swaps = [r for r in rows if r["kind"] == "synthetic:question_word"]
     assert swaps and all({r["a"].split()[0].lower(), r["b"].split()[0].lower()}
                          != {"which", "what"} for r in swaps)
+    same = [(r["a"], r["b"], r["same"]) for r in rows if r["kind"] == "synthetic:which_what"]
+    assert same == [("Which city is the capital of Poland?", "What city is the capital of Poland?",
+                     True)]
+    assert vd._which_what("What is the capital of Poland?") is None  # no noun after it
 
 
 def test_a_moved_phrase_is_a_closing_place_or_time_put_first() -> None:
