@@ -274,3 +274,25 @@ def test_fit_learned_scores_each_pair_as_the_gateway_does(tmp_path: Path) -> Non
     got = probabilities(learned.combination, c, lg, j, same)
     want = [learned.probability(a, b, float(x)) for (a, b, _), x in zip(pairs, cosines, strict=True)]
     assert np.allclose(got, want, atol=1e-4), (got, want)
+
+
+WHICH_WHAT = [("What language is spoken in Brazil?", "Which language is spoken in Brazil?"),
+              ("What ocean is the largest on Earth?", "Which ocean is the largest on Earth?"),
+              ("What planet is closest to the Sun?", "Which planet is closest to the Sun?"),
+              ("What team won the 1998 World Cup?", "Which team won the 1998 World Cup?")]
+
+
+def test_the_packaged_cross_encoder_reads_which_and_what_as_the_same_question(
+        tmp_path: Path) -> None:
+    """Questions written for this test, asked with "what" and with "which", in both orders: the
+    gate must not refuse them. Run15's model did (logit -3.1 to -2.0): its synthetic negatives
+    had made "which" into "what" (verifier_data's question-word swap, fixed for run18). An
+    attribute changed in the same frame is still refused."""
+    pytest.importorskip("torch")
+    learned = load_learned(tmp_path)
+    pairs = WHICH_WHAT + [(b, a) for a, b in WHICH_WHAT]
+    logits = learned.model.logits(pairs)
+    assert float(logits.min()) >= learned.gate.refuse_below, logits
+    other = learned.model.logits([("Which city is the capital of Brazil?",
+                                   "Which city is the largest in Brazil?")])
+    assert float(other[0]) < learned.gate.refuse_below, other
