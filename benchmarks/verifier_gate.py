@@ -80,13 +80,13 @@ def main() -> None:
             Pair(r["a"], r["b"], bool(r["same"])) for r in stack if r["split"] == split]
     cats = shipped.categories
     variants = {"threshold alone": with_verification(cats, enabled=False),
-                "rules alone (shipped)": with_verification(cats, cross_encoder=False),
-                "**rules + cross-encoder** (`cross_encoder: true`)":
+                "rules alone (`cross_encoder: false`)": with_verification(cats, cross_encoder=False),
+                "**rules + cross-encoder** (shipped)":
                     with_verification(cats, cross_encoder=True)}
     lines = [
         "## Slot rules with the cross-encoder beside them (`benchmarks/verifier_gate.py`)", "",
         stamp(), "",
-        f"With `verification.cross_encoder: true` (opt-in per category): over the category's "
+        f"With `verification.cross_encoder: true` (on in every shipped category): over the category's "
         f"threshold, a candidate the cross-encoder (the learned verifier's model, "
         f"`crossencoder.npz`) judges different (logit < {gate.refuse_below:g}) is refused although "
         f"no slot rule fired, and a slot rule's veto is overruled where it is sure the two ask "
