@@ -68,7 +68,6 @@ def test_a_sure_cross_encoder_overrules_a_veto_and_an_unsure_one_does_not() -> N
 
 
 def test_a_kind_it_never_overrules_keeps_its_veto_however_sure_it_is() -> None:
-    assert _decide(UNIT, Judge(12.0)) == (False, "numbers")
     # its answer could not change the verdict there: the model is not run at all
     judge = Judge(12.0)
     assert _decide(UNIT, judge) == (False, "numbers") and judge.calls == 0
