@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _SIMILARITY = (0.3, 0.4, 0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.925, 0.95, 0.975, 0.99, 1.0)
 
-STAGES = ("embed", "classify", "search", "verify", "store_read", "store_write",
+# ``cross_encoder``: one run of the learned verifier's model (inside ``verify``)
+STAGES = ("embed", "classify", "search", "verify", "cross_encoder", "store_read", "store_write",
           "upstream_ttfb", "upstream_total")
 OUTCOMES = ("hit", "miss", "bypass", "error")
 # Every label value known in advance is exported from the first scrape, at zero: ``rate()``
@@ -75,6 +76,10 @@ class Metrics:
             "semcache_verifier_rejections_total",
             "Candidates above threshold that the verifier refused, by slot kind.",
             ["category", "reason"], registry=r)
+        self.verifier_model_pairs = Counter(
+            "semcache_verifier_model_pairs_total",
+            "Query-candidate pairs the cross-encoder scored (its cost: over the requests, "
+            "forwards per request; each run's time is the cross_encoder stage).", registry=r)
         self.tokens_saved = Counter(
             "semcache_tokens_saved_total",
             "Completion tokens served from cache instead of generated (estimated when the "

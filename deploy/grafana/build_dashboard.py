@@ -80,6 +80,14 @@ ROWS: list[tuple[str, list[timeseries.Panel]]] = [
         panel("Verifier rejections by reason", [(
             "sum by (category, reason) (rate(semcache_verifier_rejections_total[5m]))",
             "{{category}} {{reason}}")], unit="ops"),
+        panel("Cross-encoder: pairs scored per cacheable request, and time per pair", [
+            ("sum(rate(semcache_verifier_model_pairs_total[5m])) / "
+             "sum(rate(semcache_requests_total[5m]))", "pairs per request"),
+            ('sum(rate(semcache_stage_duration_seconds_sum{stage="cross_encoder"}[5m])) / '
+             "sum(rate(semcache_verifier_model_pairs_total[5m]))", "seconds per pair")],
+            description="What the learned verifier beside the rules costs: one run per pair "
+            "(CPU, int8); a semantic hit usually scores one, a miss near stored questions one "
+            "per candidate over the threshold that shares enough words with it"),
         panel("Index size vs quota", [
             ("sum by (category) (semcache_index_entries)", "entries {{category}}"),
             ("sum by (category) (semcache_quota_entries)", "quota {{category}}")]),

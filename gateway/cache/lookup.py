@@ -77,11 +77,16 @@ class Finder:
                 try:
                     self._learned = load_learned(self.settings.embedding_cache_dir,
                                                  threads=self.settings.embedding_threads)
+                    self._learned.model.observe = self._observe_model
                 except Exception:  # its categories' candidates are refused, never unverified
                     log.exception("the learned verifier cannot be loaded; categories that "
                                   "use it serve no semantic hits")
                     self._learned_failed = True
         return self._learned
+
+    def _observe_model(self, pairs: int, seconds: float) -> None:
+        self.metrics.verifier_model_pairs.inc(pairs)
+        self.metrics.stage_duration.labels("cross_encoder").observe(seconds)
 
     async def search(
         self, key: RequestKey, category: Category, ranked: list[str],

@@ -84,8 +84,15 @@ def test_metrics_move_for_hit_miss_and_error(gw: ServerThread) -> None:
     # the repeat was exact: served by the fast path without embedding or search
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="embed") == 1
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="search") == 1
-    chat(gw.url, "At sea level, what is the boiling point of water?")  # a paraphrase
+    # ... nor the cross-encoder
+    assert value(gw.url, "semcache_verifier_model_pairs_total") == 0
+    r = chat(gw.url, "At sea level, what is the boiling point of water?")  # a paraphrase
+    assert r.headers["x-semcache"] == "hit"
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="embed") == 2
+    # the shipped categories judge a candidate with the cross-encoder beside the rules: one
+    # candidate, one pair scored, in one run
+    assert value(gw.url, "semcache_verifier_model_pairs_total") == 1
+    assert value(gw.url, "semcache_stage_duration_seconds_count", stage="cross_encoder") == 1
     assert value(gw.url, "semcache_stage_duration_seconds_count", stage="store_write") == 1
 
     r = chat(gw.url, "Why is the sky blue?", **{"x-fake-status": "500"})

@@ -41,8 +41,10 @@ import math
 import os
 import re
 import threading
+import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,8 @@ class PairModel:
         import onnxruntime as ort
 
         self.max_length, self.int8 = max_length, int8
+        # told of every run: (pairs, seconds) — the gateway's metrics; None: nobody listens
+        self.observe: Callable[[int, float], None] | None = None
         self._options = ort.SessionOptions()
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
@@ -215,7 +219,11 @@ class PairModel:
                                  max_length=self.max_length, padding=True, return_tensors="np")
             feed = {n: enc[n].astype(np.int64) for n in _NAMES}
             with self._lock:
+                start = time.perf_counter()
                 out.append(np.asarray(self.session.run(None, feed)[0], dtype=np.float32))
+                spent = time.perf_counter() - start
+            if self.observe is not None:
+                self.observe(len(group), spent)
         return np.concatenate(out).reshape(-1)
 
 
