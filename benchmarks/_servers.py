@@ -8,8 +8,10 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import yaml
 
 from gateway.devtools.serverthread import free_port
 
@@ -62,3 +64,18 @@ def gateway(upstream: str, database_url: str, *args: str, **env: str) -> Iterato
         proc.wait()
         if log_to:
             err.close()
+
+
+def cross_encoder_off(path: Path) -> Path:
+    """An overlay (``SEMCACHE_CATEGORIES_OVERLAY``) turning the cross-encoder off in every
+    shipped category that has it on: the rules alone. An overlay replaces a category's whole
+    ``verification``, so each one is the shipped one with that one field changed."""
+    from gateway.categories import load_categories
+    from gateway.resources import categories_dir
+
+    cats = load_categories(categories_dir())
+    off = {name: {"verification": {**c.verification.model_dump(mode="json"),
+                                   "cross_encoder": False}}
+           for name, c in cats.items() if c.verification.cross_encoder}
+    path.write_text(yaml.safe_dump(off))
+    return path

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _report import pct, stamp, write_section
-from _servers import fake_upstream, gateway
+from _servers import cross_encoder_off, fake_upstream, gateway
 
 COUNTRIES = ("France Spain Italy Germany Portugal Austria Poland Norway Sweden Finland Denmark "
              "Ireland Greece Turkey Egypt Kenya Nigeria Brazil Chile Peru Argentina Mexico Canada "
@@ -68,44 +69,81 @@ def misses(chat_gw: str, n: int, first: int) -> list[tuple[str, str, dict]]:
                                             "in the museum")}) for i in range(first, first + n)]
 
 
-async def after_reply_misses(up: str, url: str, n: int) -> list[float]:
-    with gateway(up, url, SEMCACHE_STORE_WRITES="after_reply") as gw:
-        async with httpx.AsyncClient(timeout=60) as c:
-            await sequential(c, misses(f"{gw}/v1/chat/completions", 30, 200_000))
-            times, outcomes = await sequential(c, misses(f"{gw}/v1/chat/completions", n, 100_000))
-            assert set(outcomes) == {"miss"}, set(outcomes)
-            return times
+# the gateways compared, each its own process, all up at once: rows interleave (this VM's speed
+# drifts by up to 2x over minutes; only requests sent turn about are compared)
+VARIANTS = {
+    "default": {},
+    "httpx": {"SEMCACHE_UPSTREAM_TRANSPORT": "httpx"},
+    "after_reply": {"SEMCACHE_STORE_WRITES": "after_reply"},
+    "rules_alone": {},  # SEMCACHE_CATEGORIES_OVERLAY: cross_encoder false, set in run()
+}
+ROUNDS = 6
+
+
+async def interleaved(c: httpx.AsyncClient, plans: dict[str, list[tuple[str, str, dict]]]
+                      ) -> dict[str, tuple[list[float], list[str]]]:
+    """Each plan's calls in ``ROUNDS`` blocks, the plans taking turns (the order rotating)."""
+    out: dict[str, tuple[list[float], list[str]]] = {k: ([], []) for k in plans}
+    names = list(plans)
+    for r in range(ROUNDS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            calls = plans[name]
+            size = -(-len(calls) // ROUNDS)
+            times, outcomes = await sequential(c, calls[r * size:(r + 1) * size])
+            out[name][0].extend(times)
+            out[name][1].extend(outcomes)
+    return out
+
+
+def spent_ms(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    return ", ".join(f"{k} {(v - before.get(k, 0.0)) * 1000 / n:.2f}" for k, v in after.items()
+                     if (v - before.get(k, 0.0)) * 1000 / n > 0.005)
 
 
 async def run(n: int, database_url: str | None) -> str:
-    with tempfile.TemporaryDirectory() as tmp, fake_upstream() as up, \
-            gateway(up, database_url or f"sqlite:///{tmp}/bench.db") as gw:
+    with tempfile.TemporaryDirectory() as tmp, fake_upstream() as up, ExitStack() as stack:
+        env = {**VARIANTS, "rules_alone": {
+            "SEMCACHE_CATEGORIES_OVERLAY": str(cross_encoder_off(Path(tmp) / "off.yaml"))}}
+        gws = {name: stack.enter_context(gateway(
+            up, database_url if database_url and name == "default"
+            else f"sqlite:///{tmp}/{name}.db", **extra)) for name, extra in env.items()}
+        gw = gws["default"]
         async with httpx.AsyncClient(timeout=60) as c:
-            chat_gw, chat_up = f"{gw}/v1/chat/completions", f"{up}/v1/chat/completions"
-            # seed: one stored answer per country
-            for x in COUNTRIES:
-                await c.post(chat_gw, json=body(f"What is the capital of {x}?"))
-            warm = [("GET", f"{gw}/healthz", {})] * 50
-            await sequential(c, warm)
-            rtt, _ = await sequential(c, [("GET", f"{gw}/healthz", {})] * n)
-            direct, _ = await sequential(c, [("POST", chat_up, {"json": body(f"direct {i}")})
-                                            for i in range(n)])
-            # the same warm-up of misses as the after_reply gateway gets (its first misses are
-            # slower: first store writes, index growth)
-            await sequential(c, misses(chat_gw, 30, 200_000))
+            chat_up = f"{up}/v1/chat/completions"
+            for url in gws.values():  # seed: one stored answer per country; warm-up misses
+                await sequential(c, [("POST", f"{url}/v1/chat/completions",
+                                      {"json": body(f"What is the capital of {x}?")})
+                                     for x in COUNTRIES])
+                await sequential(c, misses(f"{url}/v1/chat/completions", 30, 200_000))
+            await sequential(c, [("GET", f"{gw}/healthz", {})] * 50)
             before = await stages(c, gw)
-            miss, mo = await sequential(c, misses(chat_gw, n, 0))
-            spent = {k: (v - before.get(k, 0.0)) * 1000 / n for k, v in (await stages(c, gw)).items()}
-            exact, eo = await sequential(c, [
-                ("POST", chat_gw, {"json": body(f"What is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
-                for i in range(n)])
-            semantic, so = await sequential(c, [
-                ("POST", chat_gw, {"json": body(f"Which city is the capital of {COUNTRIES[i % len(COUNTRIES)]}?")})
-                for i in range(n)])
-            assert set(mo) == {"miss"}, set(mo)
-            assert set(eo) == {"hit"}, set(eo)
-            hit_share = so.count("hit") / len(so)
-        after = await after_reply_misses(up, database_url or f"sqlite:///{tmp}/after.db", n)
+            plans = {name: misses(f"{url}/v1/chat/completions", n, 0)
+                     for name, url in gws.items() if name != "rules_alone"}
+            plans["rtt"] = [("GET", f"{gw}/healthz", {})] * n
+            plans["direct"] = [("POST", chat_up, {"json": body(f"direct {i}")}) for i in range(n)]
+            got = await interleaved(c, plans)
+            miss_spent = spent_ms(before, await stages(c, gw), n)
+            for name in ("default", "httpx", "after_reply"):
+                assert set(got[name][1]) == {"miss"}, (name, set(got[name][1]))
+
+            def asked(prefix: str) -> list[str]:
+                return [f"{prefix} {COUNTRIES[i % len(COUNTRIES)]}?" for i in range(n)]
+
+            before = await stages(c, gw)
+            pairs = await counter(c, gw, "semcache_verifier_model_pairs_total")
+            hits = await interleaved(c, {
+                "exact": [("POST", f"{gw}/v1/chat/completions", {"json": body(q)})
+                          for q in asked("What is the capital of")],
+                "semantic": [("POST", f"{gw}/v1/chat/completions", {"json": body(q)})
+                             for q in asked("Which city is the capital of")],
+                "semantic_rules": [("POST", f"{gws['rules_alone']}/v1/chat/completions",
+                                    {"json": body(q)})
+                                   for q in asked("Which city is the capital of")],
+                "rtt": [("GET", f"{gw}/healthz", {})] * n})
+            hit_spent = spent_ms(before, await stages(c, gw), 2 * n)
+            pairs = await counter(c, gw, "semcache_verifier_model_pairs_total") - pairs
+            assert set(hits["exact"][1]) == {"hit"}, set(hits["exact"][1])
+            hit_share = {k: hits[k][1].count("hit") / n for k in ("semantic", "semantic_rules")}
 
     def row(name: str, xs: list[float], base: list[float] | None) -> str:
         added = (f"{pct(xs, .5) - pct(base, .5):.2f} | {pct(xs, .99) - pct(base, .99):.2f}"
@@ -113,6 +151,7 @@ async def run(n: int, database_url: str | None) -> str:
         return (f"| {name} | {pct(xs, .5):.2f} | {pct(xs, .99):.2f} | {added} | "
                 f"{statistics.mean(xs) * 1000:.2f} |")
 
+    rtt, direct = got["rtt"][0] + hits["rtt"][0], got["direct"][0]
     lines = [
         "## Gateway latency, one request at a time",
         "",
@@ -120,26 +159,46 @@ async def run(n: int, database_url: str | None) -> str:
         "",
         f"Gateway and fake upstream in separate processes on loopback, SQLite store, CPU "
         f"embedding (all-MiniLM-L6-v2), {n} sequential requests per row, one at a time. "
-        f"Times in ms. Semantic hits are paraphrases of stored questions ({hit_share:.0%} of "
-        "them hit). Throughput and latency under load: the `under_load` section.",
+        f"Four gateways run side by side and the rows are measured in {ROUNDS} rounds, taking "
+        "turns, so they compare like for like: the shipped configuration (the cross-encoder "
+        "beside the rules, the upstream on aiohttp's connections, the answer stored before "
+        "its last byte), and each with one thing changed. Times in ms. Semantic hits are "
+        "paraphrases of stored questions (with the cross-encoder "
+        f"{hit_share['semantic']:.0%} of them hit, with the rules alone "
+        f"{hit_share['semantic_rules']:.0%}). Throughput and latency under load: the "
+        "`under_load` section.",
         "",
         "| concurrency 1 | p50 | p99 | added p50 | added p99 | mean |",
         "|---|---|---|---|---|---|",
         row("bare round trip (GET /healthz)", rtt, None),
         row("direct upstream call", direct, None),
-        row("gateway miss (vs direct)", miss, direct),
-        row("gateway miss, `SEMCACHE_STORE_WRITES=after_reply` (vs direct)", after, direct),
-        row("gateway exact-repeat hit (vs round trip)", exact, rtt),
-        row("gateway semantic hit (vs round trip)", semantic, rtt),
+        row("gateway miss (vs direct)", got["default"][0], direct),
+        row("gateway miss, `SEMCACHE_UPSTREAM_TRANSPORT=httpx` (vs direct)", got["httpx"][0],
+            direct),
+        row("gateway miss, `SEMCACHE_STORE_WRITES=after_reply` (vs direct)",
+            got["after_reply"][0], direct),
+        row("gateway exact-repeat hit (vs round trip)", hits["exact"][0], rtt),
+        row("gateway semantic hit (vs round trip)", hits["semantic"][0], rtt),
+        row("gateway semantic hit, rules alone: `cross_encoder: false` (vs round trip)",
+            hits["semantic_rules"][0], rtt),
         "",
         "Where a miss's time goes (default gateway, mean ms per miss, from its stage histograms; "
         "`search`, `verify` and `store_read` cover every candidate checked and rejected; the "
         "rest of the miss is HTTP, routing, validation, keys and the threads' hops): "
-        + ", ".join(f"{k} {v:.2f}" for k, v in spent.items() if v > 0.005)
-        + f"; mean miss {statistics.mean(miss) * 1000:.2f}, direct call "
-        f"{statistics.mean(direct) * 1000:.2f}.",
+        + miss_spent + f"; mean miss {statistics.mean(got['default'][0]) * 1000:.2f}, direct "
+        f"call {statistics.mean(direct) * 1000:.2f}.",
+        "",
+        "Where the default gateway's hits go (mean ms per hit, exact and semantic together; "
+        "`cross_encoder` is inside `verify`): " + hit_spent
+        + f"; the cross-encoder scored {pairs:.0f} pairs for the {n} semantic hits.",
     ]
     return "\n".join(lines)
+
+
+async def counter(client: httpx.AsyncClient, gw: str, name: str) -> float:
+    text = (await client.get(f"{gw}/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
 
 
 def main() -> None:

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     )
     upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout (502/504).")
     upstream_max_connections: int = Field(256, ge=1, description="Connection pool size.")
+    upstream_transport: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="The HTTP/1.1 connections under the upstream client: aiohttp's "
+        "(compiled parser: a miss's upstream call costs less) or httpx's own. With a proxy "
+        "set in the environment (HTTP_PROXY, ...) httpx's is used, which honours it.",
+    )
     stream_no_store: Literal["honor", "ignore"] = Field(
         "honor", description="An upstream event stream marked Cache-Control: no-store is not "
         "stored (honor), or is (ignore: for servers that mark every stream so to keep proxies "

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
+from urllib.request import getproxies
 
 import httpx
 import orjson
@@ -20,6 +21,7 @@ from gateway.backend import chunk_format, responses
 from gateway.backend.chunks import request_chunks
 from gateway.backend.load import LoadMonitor
 from gateway.backend.routing import FAILOVER_STATUSES, Router
+from gateway.backend.transport import AiohttpTransport
 from gateway.config import Settings
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from gateway.metrics import Metrics
@@ -71,6 +73,14 @@ def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]
     return {k: v for k, v in headers.items() if k.lower() not in drop}
 
 
+def _transport(settings: Settings) -> httpx.AsyncBaseTransport | None:
+    """aiohttp's connections (``transport``) unless asked for httpx's own or a proxy is set in
+    the environment: httpx honours it only on its own transport (None: httpx's default)."""
+    if settings.upstream_transport == "httpx" or getproxies():
+        return None
+    return AiohttpTransport(max_connections=settings.upstream_max_connections)
+
+
 class Upstream:
     def __init__(
         self, settings: Settings, metrics: Metrics | None = None,
@@ -92,7 +102,7 @@ class Upstream:
                 max_connections=settings.upstream_max_connections,
                 max_keepalive_connections=settings.upstream_max_connections,
             ),
-            transport=transport,
+            transport=transport or _transport(settings),
             follow_redirects=False,
         )
 
