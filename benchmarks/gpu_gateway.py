@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import multiprocessing
 import os
 import random
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _profile
 import orjson
 from _report import pct, stamp, write_section
-from _servers import fake_upstream, gateway
+from _servers import cross_encoder_off, fake_upstream, gateway
 from under_load import gateway_cpu
 
 FAMILIES = (
@@ -262,6 +263,9 @@ def main() -> None:
     ap.add_argument("--skip-one", action="store_true", help="no one-request-at-a-time rows")
     ap.add_argument("--variants", nargs="+", default=["off:2", "on:2", "on:0"],
                     help="shared embedding (on/off) : batch wait ms, one load row each")
+    ap.add_argument("--cross-encoder", nargs="+", default=["on"], choices=["on", "off"],
+                    help="on: the shipped categories (the cross-encoder beside the rules, on "
+                    "this machine's CPU cores); off: the rules alone (an overlay); a row each")
     ap.add_argument("--section", default="gpu_gateway")
     ap.add_argument("--profile", action="store_true",
                     help="py-spy one worker and the embedding process in the first load row")
@@ -289,16 +293,19 @@ def main() -> None:
                       "| drift |", "|---|---:|---:|---:|---:|---:|", *encoder, ""]
         if one:
             lines += ["One request at a time (1 process; semantic hits vs a bare `GET /healthz`; "
-                      "ms):", "", "| embedding | healthz p50 | semantic hit p50 | added p50 | "
+                      "ms; the cross-encoder beside the rules, as shipped, runs on the CPU "
+                      "cores unless the row says rules alone):", "",
+                      "| embedding | healthz p50 | semantic hit p50 | added p50 | "
                       "hits/s |", "|---|---:|---:|---:|---:|", *one, ""]
         if rows:
             lines += [f"Under load ({args.load_procs} load processes x {args.conns} connections, "
                       f"{args.seconds:.0f} s; moderate: 2 x 8 connections, added over "
                       "`GET /healthz` at that load):", "",
-                      "| workers | shared embedding | batch wait ms | semantic hits/s (share) | "
+                      "| workers | shared embedding | batch wait ms | cross-encoder | "
+                      "semantic hits/s (share) | "
                       "p50 / p99 ms | exact hits/s | moderate: added p50 ms | CPU ms per hit | "
                       "GPU util | errors |",
-                      "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
+                      "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|", *rows, ""]
         if profiles:
             lines += ["Where the CPU goes under that load (py-spy, 100 samples/s of the threads "
                       "that run, over the load's middle; one worker and the shared embedding "
@@ -312,9 +319,11 @@ def main() -> None:
         encoder = encoder_rows()
         report()
     tmp = Path(tempfile.mkdtemp())
+    rules_alone = {"SEMCACHE_CATEGORIES_OVERLAY": str(cross_encoder_off(tmp / "off.yaml"))}
     with fake_upstream() as upstream:
         for name, env in () if args.skip_one else (
                 ("GPU, CUDA graphs", {}),
+                ("GPU, CUDA graphs; rules alone (`cross_encoder: false`)", rules_alone),
                 ("this machine's CPU (ONNX Runtime, 4 threads)",
                  {"SEMCACHE_EMBEDDING_DEVICE": "cpu", "SEMCACHE_EMBEDDING_THREADS": "4"})):
             db = f"sqlite:///{tmp / f'one-{len(one)}.db'}"
@@ -323,38 +332,39 @@ def main() -> None:
             mine = [b for b in paraphrases if _country(b) in first]
             one.append(f"| {name} | " + one_at_a_time(upstream, db, mine_stored, mine, env) + " |")
             report()
-        for workers in args.workers:
-            for shared, wait in (v.split(":") for v in args.variants):
-                db = f"sqlite:///{tmp / f'w{workers}-{shared}-{wait}.db'}"
-                env = {"SEMCACHE_EMBEDDING_SHARED": shared,
-                       "SEMCACHE_EMBEDDING_BATCH_WAIT_MS": wait}
-                with gateway(upstream, db, "--workers", str(workers), **env) as url:
-                    seed_store(url, stored)
-                    load(url, paraphrases, 2, args.load_procs, 8)  # warm every worker
-                    health = load(url, [], 3, 2, 8, method="GET", path="/healthz")
-                    moderate = load(url, paraphrases, 5, 2, 8)
-                    cpu0, sampler = gateway_cpu(upstream), GpuSampler()
-                    profiling = start_profiles(upstream, args.seconds) \
-                        if args.profile and not profiles else None
-                    full = load(url, paraphrases, args.seconds, args.load_procs, args.conns)
-                    util, cpu = sampler.stop(), gateway_cpu(upstream) - cpu0
-                    if profiling is not None:
-                        got = {name: f.result() for name, f in profiling.items()}
-                        profiles.update({f"{name} ({workers} workers, wait {wait} ms)": c
-                                         for name, c in got.items() if c is not None})
-                    exact = load(url, stored, 5, args.load_procs, args.conns)
-                h = statistics.median(health["-"]) * 1000
-                m = summarise(moderate, 5, "semantic")
-                f = summarise(full, args.seconds, "semantic")
-                e = summarise(exact, 5, "exact")
-                hits = sum(len(full.get(k, [])) for k in ("semantic", "exact"))
-                rows.append(
-                    f"| {workers} | {shared} | {wait} | **{f['rps']:,.0f}** ({f['share']:.0%}) | "
-                    f"{f['p50']:.1f} / {f['p99']:.1f} | {e['rps']:,.0f} | "
-                    f"{m['p50'] - h:.2f} ({m['rps']:,.0f}/s) | {cpu / max(1, hits) * 1000:.2f} | "
-                    f"{util:.0f}% | {sum(len(v) for k, v in full.items() if k.startswith('status'))} |")
-                print({k: len(v) for k, v in full.items()}, flush=True)
-                report()
+        for workers, (shared, wait), ce in itertools.product(
+                args.workers, (v.split(":") for v in args.variants), args.cross_encoder):
+            db = f"sqlite:///{tmp / f'w{workers}-{shared}-{wait}-{ce}.db'}"
+            env = {"SEMCACHE_EMBEDDING_SHARED": shared,
+                   "SEMCACHE_EMBEDDING_BATCH_WAIT_MS": wait,
+                   **(rules_alone if ce == "off" else {})}
+            with gateway(upstream, db, "--workers", str(workers), **env) as url:
+                seed_store(url, stored)
+                load(url, paraphrases, 2, args.load_procs, 8)  # warm every worker
+                health = load(url, [], 3, 2, 8, method="GET", path="/healthz")
+                moderate = load(url, paraphrases, 5, 2, 8)
+                cpu0, sampler = gateway_cpu(upstream), GpuSampler()
+                profiling = start_profiles(upstream, args.seconds) \
+                    if args.profile and not profiles else None
+                full = load(url, paraphrases, args.seconds, args.load_procs, args.conns)
+                util, cpu = sampler.stop(), gateway_cpu(upstream) - cpu0
+                if profiling is not None:
+                    got = {name: f.result() for name, f in profiling.items()}
+                    profiles.update({f"{name} ({workers} workers, wait {wait} ms)": c
+                                     for name, c in got.items() if c is not None})
+                exact = load(url, stored, 5, args.load_procs, args.conns)
+            h = statistics.median(health["-"]) * 1000
+            m = summarise(moderate, 5, "semantic")
+            f = summarise(full, args.seconds, "semantic")
+            e = summarise(exact, 5, "exact")
+            hits = sum(len(full.get(k, [])) for k in ("semantic", "exact"))
+            rows.append(
+                f"| {workers} | {shared} | {wait} | {ce} | **{f['rps']:,.0f}** ({f['share']:.0%}) | "
+                f"{f['p50']:.1f} / {f['p99']:.1f} | {e['rps']:,.0f} | "
+                f"{m['p50'] - h:.2f} ({m['rps']:,.0f}/s) | {cpu / max(1, hits) * 1000:.2f} | "
+                f"{util:.0f}% | {sum(len(v) for k, v in full.items() if k.startswith('status'))} |")
+            print({k: len(v) for k, v in full.items()}, flush=True)
+            report()
     report(done=True)
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _report import stamp, write_section
-from _servers import fake_upstream, gateway
+from _servers import cross_encoder_off, fake_upstream, gateway
 from gateway_latency import COUNTRIES, body
 
 PARAPHRASES = (
@@ -45,10 +45,13 @@ PARAPHRASES = (
     "what is {}'s capital", "Could you tell me what the capital of {} is?",
 )
 
-# name, worker processes, environment
+# name, worker processes, environment ("{rules_alone}": the overlay turning the cross-encoder
+# off, written in the run's folder)
 CONFIGS: list[tuple[str, int, dict[str, str]]] = [
     ("1 process (default)", 1, {}),
     ("2 worker processes (--workers 2)", 2, {}),
+    ("--workers 2, rules alone (`cross_encoder: false`)", 2,
+     {"SEMCACHE_CATEGORIES_OVERLAY": "{rules_alone}"}),
     ("--workers 2, one shared embedding process", 2, {"SEMCACHE_EMBEDDING_SHARED": "on"}),
 ]
 
@@ -141,11 +144,13 @@ def measure(args: argparse.Namespace) -> str:
     with tempfile.TemporaryDirectory() as d, fake_upstream() as up:
         tmp = Path(d)
         path = "/v1/chat/completions"
+        rules_alone = str(cross_encoder_off(tmp / "rules_alone.yaml"))
         for r in range(args.rounds):
             direct = wrk(up, path, miss, args.seconds, args.connections, False, tmp, unique=True)
             results.setdefault("direct", []).append(direct)
             for c, (name, workers, env) in enumerate(CONFIGS):
                 extra = ("--workers", str(workers)) if workers > 1 else ()
+                env = {k: v.format(rules_alone=rules_alone) for k, v in env.items()}
                 with gateway(up, f"sqlite:///{tmp}/r{r}-{c}.db", *extra, **env) as gw:
                     seed(gw, workers)
                     wrk(gw, path, semantic[:64], 2, args.connections, True, tmp)  # warm
@@ -205,8 +210,12 @@ def measure(args: argparse.Namespace) -> str:
         "", f"Semantic hits/s in each round — {rounds}.", "",
         f"Gateway CPU time per semantic hit (all its processes and threads, median round) — "
         f"{cpu}. Hits/s can be at most the cores the gateway gets divided by this; "
-        "most of it is the embedding (ONNX Runtime, fp32), the rest HTTP, the cache's Python "
-        "and the store read.",
+        "most of it is the embedding (ONNX Runtime, fp32) and, where it is on (the shipped "
+        "categories), the cross-encoder beside the rules (int8, one pair per hit), the rest "
+        "HTTP, the cache's Python and the store read. A semantic row counts as failed every "
+        "response that is not a hit: a paraphrase the verifier refused (then answered by the "
+        "fake upstream and stored, so its repeats are exact hits), or a lookup past its "
+        "deadline.",
         "", "The shared-embedding row is `SEMCACHE_EMBEDDING_SHARED=on`: one process embeds for "
         "both workers and batches across them. It is meant for a GPU (`auto` turns it on only "
         "there); on CPU cores it adds two socket hops per batch and leaves the embedding to one "

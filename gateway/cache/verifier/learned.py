@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.verifier.verify import GATE_KINDS
+from gateway.embedding.models import EXPORT_FORM, eager_attention
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,7 @@ class PairModel:
             if f.is_file():
                 h.update(f"{f.relative_to(root)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
         h.update(torch.__version__.encode())
+        h.update(EXPORT_FORM)
         return h.hexdigest()[:16]
 
     @staticmethod
@@ -181,7 +183,7 @@ class PairModel:
         sample = tokenizer(["a probe"], ["another probe"], return_tensors="pt")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with warnings.catch_warnings(), torch.inference_mode():
+        with warnings.catch_warnings(), torch.inference_mode(), eager_attention(model.encoder):
             warnings.simplefilter("ignore")
             torch.onnx.export(Logit().eval(), tuple(sample[n] for n in _NAMES), str(tmp),
                               input_names=list(_NAMES), output_names=["logit"], opset_version=17,
