@@ -144,6 +144,7 @@ async def run(n: int, database_url: str | None) -> str:
             pairs = await counter(c, gw, "semcache_verifier_model_pairs_total") - pairs
             assert set(hits["exact"][1]) == {"hit"}, set(hits["exact"][1])
             hit_share = {k: hits[k][1].count("hit") / n for k in ("semantic", "semantic_rules")}
+        alone = await transports_alone(up)
 
     def row(name: str, xs: list[float], base: list[float] | None) -> str:
         added = (f"{pct(xs, .5) - pct(base, .5):.2f} | {pct(xs, .99) - pct(base, .99):.2f}"
@@ -191,8 +192,45 @@ async def run(n: int, database_url: str | None) -> str:
         "Where the default gateway's hits go (mean ms per hit, exact and semantic together; "
         "`cross_encoder` is inside `verify`): " + hit_spent
         + f"; the cross-encoder scored {pairs:.0f} pairs for the {n} semantic hits.",
+        "",
+        alone,
     ]
     return "\n".join(lines)
+
+
+async def transports_alone(up: str, rounds: int = 12, calls: int = 200) -> str:
+    """The upstream call by itself, in this process: ``Upstream.open`` and the body read of one
+    small chat answer, on each transport, taking turns; the median of each round's median."""
+    import orjson
+
+    from gateway.backend.upstream import Upstream, read_body
+    from gateway.config import Settings
+
+    ups = {t: Upstream(Settings(upstream_url=f"{up}/v1", upstream_transport=t,
+                                upstream_metrics_url="off")) for t in ("aiohttp", "httpx")}
+    payload = orjson.dumps(body("hello there"))
+    rounds_ms: dict[str, list[float]] = {t: [] for t in ups}
+    try:
+        for r in range(rounds):
+            for t in list(ups) if r % 2 == 0 else list(ups)[::-1]:
+                xs = []
+                for _ in range(calls):
+                    start = time.perf_counter()
+                    resp = await ups[t].open("POST", "/chat/completions", content=payload,
+                                             headers={"content-type": "application/json"})
+                    await read_body(resp)
+                    xs.append(time.perf_counter() - start)
+                rounds_ms[t].append(statistics.median(xs) * 1000)
+    finally:
+        for u in ups.values():
+            await u.aclose()
+    a, h = (statistics.median(rounds_ms[t]) for t in ("aiohttp", "httpx"))
+    wins = sum(x < y for x, y in zip(rounds_ms["aiohttp"], rounds_ms["httpx"], strict=True))
+    return (f"The upstream call alone, in one process (`Upstream.open` and the body read of one "
+            f"small chat answer from the fake upstream, {rounds} rounds of {calls} calls, the "
+            f"transports taking turns; median of the rounds' medians): aiohttp {a:.2f} ms, "
+            f"httpx {h:.2f} ms ({a / h:.2f}x; aiohttp faster in {wins} of {rounds} rounds). "
+            "The fake upstream's own time is in both.")
 
 
 async def counter(client: httpx.AsyncClient, gw: str, name: str) -> float:

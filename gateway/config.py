@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         "for company cost 6-13% of semantic hits/s and 5-8 ms at moderate load on an H200).",
     )
     embedding_max_batch: int = Field(64, ge=1)
+    verifier_device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where the cross-encoder runs: auto (the GPU when CUDA is there, else the "
+        "CPU), cpu (ONNX Runtime, int8) or cuda / cuda:N (torch, fp32, CUDA graphs).",
+    )
     embedding_shared: Literal["auto", "on", "off"] = Field(
         "auto", description="With `serve --workers N`: one process embeds for every worker (one "
         "model, batches gathered across the workers). auto: when the model runs on a GPU.",

@@ -75,8 +75,9 @@ class Finder:
         with self._learned_lock:
             if self._learned is None and not self._learned_failed:
                 try:
-                    self._learned = load_learned(self.settings.embedding_cache_dir,
-                                                 threads=self.settings.embedding_threads)
+                    self._learned = load_learned(
+                        self.settings.embedding_cache_dir, threads=self.settings.embedding_threads,
+                        device=verifier_device(self.settings.verifier_device))
                     self._learned.model.observe = self._observe_model
                 except Exception:  # its categories' candidates are refused, never unverified
                     log.exception("the learned verifier cannot be loaded; categories that "
@@ -234,6 +235,15 @@ class Finder:
                 continue
             return Hit(row, own)
         return None
+
+
+def verifier_device(asked: str) -> str:
+    """``verifier_device`` resolved: "auto" is the first GPU where torch sees CUDA."""
+    if asked != "auto":
+        return asked
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _similarity(row: StoredEntry, vec: Vectors) -> float:

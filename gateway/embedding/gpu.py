@@ -48,7 +48,7 @@ class TorchEmbedder:
         self.max_length = reference.max_length
         self.model_path = reference.model_path
         self._transformer = reference.model[0].auto_model.eval()
-        self._graphs: dict[tuple[int, int], _Graph] = {}
+        self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and self.device.startswith("cuda") and torch.cuda.is_available()
         self._max_rows = 1 << max(0, max_batch - 1).bit_length()
         self._lock = threading.Lock()  # one caller at a time owns the static buffers
@@ -105,9 +105,9 @@ class TorchEmbedder:
         pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=1)
 
-    def _capture(self, rows: int, tokens: int) -> _Graph | None:
+    def _capture(self, rows: int, tokens: int) -> CapturedGraph | None:
         try:
-            graph = _Graph(self._torch, self._forward, rows, tokens, self.device)
+            graph = CapturedGraph(self._torch, self._forward, rows, tokens, self.device)
         except Exception as exc:  # a model whose forward cannot be captured: run it eagerly
             log.warning("CUDA graph capture failed (%s); embedding without graphs", exc)
             self._use_graphs = False
@@ -128,37 +128,44 @@ class TorchEmbedder:
                     self._capture(rows, tokens)
 
 
-class _Graph:
-    """One captured forward of a fixed (rows, tokens) shape, with pinned host buffers."""
+class CapturedGraph:
+    """One captured forward of a fixed (rows, tokens) shape, with pinned host buffers.
+    ``segments``: the forward takes token type ids too (a pair's: 0 for the first text, 1 for
+    the second) — ``forward(ids, mask)`` or ``forward(ids, mask, types)``."""
 
-    def __init__(self, torch: Any, forward: Any, rows: int, tokens: int, device: str):
+    def __init__(self, torch: Any, forward: Any, rows: int, tokens: int, device: str,
+                 segments: bool = False):
         self._torch = torch
-        self.host_ids = torch.zeros((rows, tokens), dtype=torch.int64).pin_memory()
-        self.host_mask = torch.zeros((rows, tokens), dtype=torch.int64).pin_memory()
-        self.ids = torch.zeros((rows, tokens), dtype=torch.int64, device=device)
-        self.mask = torch.zeros((rows, tokens), dtype=torch.int64, device=device)
-        self.mask[:, 0] = 1  # warm-up rows are never all padding
+        names = ("ids", "mask", "types") if segments else ("ids", "mask")
+        self.host = [torch.zeros((rows, tokens), dtype=torch.int64).pin_memory() for _ in names]
+        self.dev = [torch.zeros((rows, tokens), dtype=torch.int64, device=device) for _ in names]
+        self.dev[1][:, 0] = 1  # warm-up rows are never all padding
         with torch.inference_mode():
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):  # allocations and lazy initialisation happen outside the graph
-                    forward(self.ids, self.mask)
+                    forward(*self.dev)
             torch.cuda.current_stream().wait_stream(stream)
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                out = forward(self.ids, self.mask)
+                out = forward(*self.dev)
             self.out = out
             self.host_out = torch.empty(out.shape, dtype=torch.float32).pin_memory()
 
-    def run(self, ids: list[list[int]], pad: int) -> Vectors:
-        host_ids, host_mask = self.host_ids.numpy(), self.host_mask.numpy()
-        host_ids.fill(pad)
-        host_mask.fill(0)
-        _fill(host_ids, host_mask, ids)
+    def run(self, ids: list[list[int]], pad: int, types: list[list[int]] | None = None
+            ) -> Vectors:
+        host = [h.numpy() for h in self.host]
+        host[0].fill(pad)
+        for h in host[1:]:
+            h.fill(0)
+        _fill(host[0], host[1], ids)
+        if types is not None:
+            for row, x in enumerate(types):
+                host[2][row, :len(x)] = x
         with self._torch.inference_mode():
-            self.ids.copy_(self.host_ids, non_blocking=True)
-            self.mask.copy_(self.host_mask, non_blocking=True)
+            for d, h in zip(self.dev, self.host, strict=True):
+                d.copy_(h, non_blocking=True)
             self.graph.replay()
             self.host_out.copy_(self.out, non_blocking=True)
             self._torch.cuda.current_stream().synchronize()

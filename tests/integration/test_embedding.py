@@ -31,6 +31,26 @@ def test_onnx_matches_torch_and_export_is_cached(
     assert exported.stat().st_mtime_ns == stamp, "the export should be reused, not redone"
 
 
+def test_the_export_writes_attention_out_and_leaves_the_torch_model_as_it_was(
+    embedder: SentenceTransformerEmbedder, tmp_path: Path
+) -> None:
+    """The ONNX graph is exported from eager attention (matmul, softmax), not SDPA's fused op
+    (whose export carries a fifth more nodes of shape bookkeeping: `export_forms` section); the
+    torch model the gateway may keep (the reference, a GPU path) keeps its own attention."""
+    import onnx
+
+    transformer = embedder.model[0].auto_model
+    was = transformer.config._attn_implementation
+    OnnxEmbedder(embedder, tmp_path)
+    assert transformer.config._attn_implementation == was
+    (exported,) = tmp_path.glob("*.onnx")
+    ops = [n.op_type for n in onnx.load(str(exported)).graph.node]
+    # SDPA's export guards each layer's softmax against fully masked rows (IsNaN, Where) and
+    # works its shapes out at run time (twice the Shape and Gather nodes); eager's does not
+    assert ops.count("Softmax") == transformer.config.num_hidden_layers
+    assert "IsNaN" not in ops, "exported from SDPA"
+
+
 async def test_concurrent_queries_share_encode_calls(embedder: SentenceTransformerEmbedder) -> None:
     batcher = MicroBatcher(embedder, wait_s=0.002, max_batch=64)
     batcher.start()

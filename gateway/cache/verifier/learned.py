@@ -74,6 +74,16 @@ def overlap(a: str, b: str) -> float:
     return len(x & y) / len(x | y) if x | y else 1.0
 
 
+def same_word_pieces(tokenizer: Any, a: str, b: str) -> bool:
+    """Whether the model reads the two texts as one: the same word pieces (it is uncased
+    and blind to spacing, so "Lisbon in 1755 ?" is "lisbon in 1755?"). It has nothing to
+    judge there — its logit on such a pair is noise (it never trained on one: −10.8 seen
+    for a question and its own spacing) — and the embedder, whose tokenizer this is, gives
+    them one vector. Every such pair in the labelled sets (561) is labelled the same."""
+    ids = tokenizer([a, b], add_special_tokens=False)["input_ids"]
+    return bool(ids[0] == ids[1])
+
+
 class PairModel:
     """The cross-encoder's logit for (query, candidate) pairs, on ONNX Runtime (CPU).
 
@@ -198,13 +208,7 @@ class PairModel:
             return Logit().eval()(*(enc[n] for n in _NAMES)).float().numpy()
 
     def same_tokens(self, a: str, b: str) -> bool:
-        """Whether the model reads the two texts as one: the same word pieces (it is uncased
-        and blind to spacing, so "Lisbon in 1755 ?" is "lisbon in 1755?"). It has nothing to
-        judge there — its logit on such a pair is noise (it never trained on one: −10.8 seen
-        for a question and its own spacing) — and the embedder, whose tokenizer this is, gives
-        them one vector. Every such pair in the labelled sets (561) is labelled the same."""
-        ids = self.tokenizer([a, b], add_special_tokens=False)["input_ids"]
-        return bool(ids[0] == ids[1])
+        return same_word_pieces(self.tokenizer, a, b)
 
     def logits(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """One logit per pair. The int8 model runs each pair alone: it quantizes a run's
@@ -350,6 +354,13 @@ def load_combination(card: Path = CARD) -> Combination:
 
 
 def load_learned(cache_dir: Path, card: Path = CARD, adapter: Path = ADAPTER,
-                 threads: int = 0, gate: Path = GATE) -> LearnedVerifier:
-    return LearnedVerifier(PairModel(adapter, cache_dir, threads), load_combination(card),
-                           load_gate(gate))
+                 threads: int = 0, gate: Path = GATE, device: str = "cpu") -> LearnedVerifier:
+    """On ``device`` "cpu": ONNX Runtime, int8 (``PairModel``); on a GPU ("cuda", "cuda:1"):
+    torch, fp32, CUDA graphs (``torch_pairs.TorchPairModel``)."""
+    if device == "cpu":
+        model: Any = PairModel(adapter, cache_dir, threads)
+    else:
+        from gateway.cache.verifier.torch_pairs import TorchPairModel
+
+        model = TorchPairModel(adapter, device)
+    return LearnedVerifier(model, load_combination(card), load_gate(gate))
