@@ -197,17 +197,40 @@ def test_the_gateway_runs_the_cross_encoder_in_int8_ranking_pairs_as_fp32_does(
     assert rho > 0.9, rho
 
 
-def test_a_quantization_that_strays_too_far_is_refused_and_not_cached(
+def test_a_quantization_that_strays_too_far_is_not_cached_and_fp32_runs_instead(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on an Intel Xeon with ONNX Runtime 1.30: int8 3.81 from fp32 on the probes. The
+    verifier used to fail to load there, and every category with it served no semantic hit."""
     pytest.importorskip("torch")
     from gateway.cache.verifier import learned
 
     monkeypatch.setattr(learned, "INT8_TOLERANCE", 0.0)  # any int8 model strays a little
-    with pytest.raises(ValueError, match="int8 model differs"):
-        learned.PairModel(learned.ADAPTER, tmp_path)
-    assert not list(tmp_path.glob("*int8*"))
+    strayed = learned.PairModel(learned.ADAPTER, tmp_path)
+    assert not strayed.int8 and not list(tmp_path.glob("*int8*"))
+    exact = learned.PairModel(learned.ADAPTER, tmp_path, int8=False)
+    assert strayed.path == exact.path and "MatMulInteger" not in _ops(strayed.path)
+    assert np.array_equal(strayed.logits(learned.PROBES), exact.logits(learned.PROBES))
     monkeypatch.setattr(learned, "INT8_TOLERANCE", 2.5)
-    assert learned.PairModel(learned.ADAPTER, tmp_path).logits([("a", "b")]).shape == (1,)
+    assert learned.PairModel(learned.ADAPTER, tmp_path).int8
+
+
+def test_workers_starting_at_once_on_an_empty_cache_all_load_the_int8_model(
+        tmp_path: Path) -> None:
+    """`serve --workers 12` on a fresh machine: twelve processes exported and quantized at once,
+    racing on the quantizer's intermediate file; each failed in its own way (a corrupt file, a
+    missing one, a model without an ONNX domain)."""
+    pytest.importorskip("torch")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.cache.verifier import learned
+
+    with ThreadPoolExecutor(3) as pool:
+        models = list(pool.map(lambda _: learned.PairModel(learned.ADAPTER, tmp_path), range(3)))
+    assert all(m.int8 for m in models)
+    assert len({m.path for m in models}) == 1
+    assert len(list(tmp_path.glob("*int8*.onnx"))) == 1
+    want = models[0].logits(learned.PROBES)
+    assert all(np.array_equal(m.logits(learned.PROBES), want) for m in models)
 
 
 def _ops(path: Path) -> set[str]:
