@@ -274,6 +274,10 @@ def main() -> None:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    asked = os.environ.get("SEMCACHE_VERIFIER_DEVICE", "auto")
+    ce_where = ("the GPU (torch, CUDA graphs, in each worker)"
+                if asked.startswith("cuda") or (asked == "auto" and torch.cuda.is_available())
+                else "the CPU cores (ONNX Runtime)")
     head = [stamp(), "", f"GPU: {gpu}.", "",
             "SQLite store, the fake upstream, all-MiniLM-L6-v2 "
             f"({os.environ.get('SEMCACHE_BENCH_MODEL_NOTE', 'packaged weights')}).", ""]
@@ -293,15 +297,15 @@ def main() -> None:
                       "| drift |", "|---|---:|---:|---:|---:|---:|", *encoder, ""]
         if one:
             lines += ["One request at a time (1 process; semantic hits vs a bare `GET /healthz`; "
-                      "ms; the cross-encoder beside the rules, as shipped, runs on the CPU "
-                      "cores unless the row says rules alone):", "",
+                      f"ms; the cross-encoder beside the rules, as shipped, on {ce_where} "
+                      "unless the row says rules alone):", "",
                       "| embedding | healthz p50 | semantic hit p50 | added p50 | "
                       "hits/s |", "|---|---:|---:|---:|---:|", *one, ""]
         if rows:
             lines += [f"Under load ({args.load_procs} load processes x {args.conns} connections, "
                       f"{args.seconds:.0f} s; moderate: 2 x 8 connections, added over "
                       "`GET /healthz` at that load):", "",
-                      "| workers | shared embedding | batch wait ms | cross-encoder | "
+                      f"| workers | shared embedding | batch wait ms | cross-encoder ({ce_where}) | "
                       "semantic hits/s (share) | "
                       "p50 / p99 ms | exact hits/s | moderate: added p50 ms | CPU ms per hit | "
                       "GPU util | errors |",
