@@ -9,6 +9,7 @@ one store read, the same checks on the row.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -32,7 +33,14 @@ from gateway.cache.verifier.calibrated import (
     needs_learned,
     uses_learned,
 )
-from gateway.cache.verifier.learned import LearnedVerifier, load_learned
+from gateway.cache.verifier.learned import (
+    LearnedVerifier,
+    load_combination,
+    load_gate,
+    load_learned,
+)
+from gateway.cache.verifier.shared_pairs import SharedPairModel
+from gateway.cache.verifier.torch_pairs import verifier_device
 from gateway.categories import Category
 from gateway.config import Settings
 from gateway.embedding import Embedder, Vectors, unseen
@@ -66,6 +74,10 @@ class Finder:
         self._learned: LearnedVerifier | None = None
         self._learned_failed = False
         self._learned_lock = threading.Lock()
+        try:  # where a store thread hands a call to the shared embedding process
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def learned_for(self, *categories: Category) -> LearnedVerifier | None:
         """The learned verifier, loaded (blocking: ONNX export the first time, ~10 s) when
@@ -75,15 +87,23 @@ class Finder:
         with self._learned_lock:
             if self._learned is None and not self._learned_failed:
                 try:
-                    self._learned = load_learned(
-                        self.settings.embedding_cache_dir, threads=self.settings.embedding_threads,
-                        device=verifier_device(self.settings.verifier_device))
+                    self._learned = self._load_learned()
                     self._learned.model.observe = self._observe_model
                 except Exception:  # its categories' candidates are refused, never unverified
                     log.exception("the learned verifier cannot be loaded; categories that "
                                   "use it serve no semantic hits")
                     self._learned_failed = True
         return self._learned
+
+    def _load_learned(self) -> LearnedVerifier:
+        """In the shared embedding process where this worker's embedding is done there (and it
+        scores pairs), else here: on the GPU or the CPU (``verifier_device``)."""
+        if getattr(self.embedder, "scores_pairs", False) and self._loop is not None:
+            return LearnedVerifier(SharedPairModel(self.embedder, self._loop),
+                                   load_combination(), load_gate())
+        return load_learned(self.settings.embedding_cache_dir,
+                            threads=self.settings.embedding_threads,
+                            device=verifier_device(self.settings.verifier_device))
 
     def _observe_model(self, pairs: int, seconds: float) -> None:
         self.metrics.verifier_model_pairs.inc(pairs)
@@ -235,15 +255,6 @@ class Finder:
                 continue
             return Hit(row, own)
         return None
-
-
-def verifier_device(asked: str) -> str:
-    """``verifier_device`` resolved: "auto" is the first GPU where torch sees CUDA."""
-    if asked != "auto":
-        return asked
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _similarity(row: StoredEntry, vec: Vectors) -> float:

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,16 @@ def _cuda_available() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.stdout.strip() == "True"
+
+
+def _pair_model(settings: Settings) -> Any:
+    """The workers' cross-encoder, in this process (made on the first pair asked for): on the
+    GPU where the embedding runs, one model in one CUDA context for every worker."""
+    from gateway.cache.verifier.learned import load_learned
+    from gateway.cache.verifier.torch_pairs import verifier_device
+
+    return load_learned(settings.embedding_cache_dir, threads=settings.embedding_threads,
+                        device=verifier_device(settings.verifier_device)).model
 
 
 class EmbeddingProcess:
@@ -112,7 +123,8 @@ def _serve(path: str, ready: Any) -> None:  # the child's main
     configure(settings.log_level)
     embedder = load_for(settings)
     server = EmbeddingServer(embedder, path, wait_s=settings.batch_wait_s(shared_process=True),
-                             max_batch=settings.embedding_max_batch)
+                             max_batch=settings.embedding_max_batch,
+                             pairs=partial(_pair_model, settings))
     parent = os.getppid()
 
     async def main() -> None:

@@ -7,7 +7,12 @@ the server's batcher gathers those of all workers for the GPU:
 
     hello   server -> client  <I len> + JSON {dim, name, max_length, model_path}
     request client -> server  <I id><B kind><I len> + JSON list of texts   kind 0 query, 1 bulk
+                              kind 2: JSON list of [query, candidate] pairs (the cross-encoder)
     reply   server -> client  <I id><i rows><I len> + rows x dim float32   rows -1: error text
+                              (kind 2: rows x 1 float32, the pairs' logits)
+
+The hello says ``pairs: true`` where the process also scores pairs for the workers' cross-encoder
+(``learned``): on a GPU, one model in one CUDA context instead of one per worker taking turns.
 
 Replies come back as they are ready, tagged with their request's id. A worker that loses the
 process fails its waiting calls (the cache then passes those requests through, as with any
@@ -23,6 +28,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +43,7 @@ log = logging.getLogger(__name__)
 _HELLO = struct.Struct("<I")
 _REQUEST = struct.Struct("<IBI")
 _REPLY = struct.Struct("<IiI")
-QUERY, BULK = 0, 1
+QUERY, BULK, PAIRS = 0, 1, 2
 MAX_REQUEST_BYTES = 64 << 20
 
 
@@ -46,13 +52,19 @@ class EmbeddingUnavailable(RuntimeError):
 
 
 class EmbeddingServer:
-    def __init__(self, embedder: Embedder, path: str, *, wait_s: float, max_batch: int):
+    """``pairs``: makes the cross-encoder (``logits(pairs)``), on the first pair asked for."""
+
+    def __init__(self, embedder: Embedder, path: str, *, wait_s: float, max_batch: int,
+                 pairs: Callable[[], Any] | None = None):
         self.embedder, self.path = embedder, path
         self.batcher = MicroBatcher(embedder, wait_s=wait_s, max_batch=max_batch)
+        self._make_pairs, self._pairs = pairs, None
+        self._pairs_made = threading.Lock()
         self.hello = orjson.dumps({
             "dim": embedder.dim, "name": embedder.name,
             "max_length": getattr(embedder, "max_length", None),
             "model_path": getattr(embedder, "model_path", None),
+            "pairs": pairs is not None,
         })
         self._clients: set[asyncio.StreamWriter] = set()
 
@@ -95,6 +107,12 @@ class EmbeddingServer:
                       payload: bytes) -> None:
         try:
             texts = orjson.loads(payload)
+            if kind == PAIRS:
+                logits = await asyncio.to_thread(self._score, texts)
+                rows, body = len(texts), np.ascontiguousarray(logits, np.float32).tobytes()
+                if not writer.is_closing():
+                    writer.write(_REPLY.pack(req_id, rows, len(body)) + body)
+                return
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
                 raise ValueError("a request is a JSON list of strings")
             if kind == BULK:
@@ -112,6 +130,26 @@ class EmbeddingServer:
         if not writer.is_closing():
             writer.write(_REPLY.pack(req_id, rows, len(body)) + body)
 
+    def _score(self, items: Any) -> Any:
+        """Blocking (a thread): the pairs' logits, the model made on the first call."""
+        pairs = _scorer_input(items)
+        with self._pairs_made:
+            if self._pairs is None:
+                self._pairs = (self._make_pairs or _no_pairs)()
+        return self._pairs.logits(pairs)
+
+
+def _no_pairs() -> Any:
+    raise ValueError("this embedding process scores no pairs")
+
+
+def _scorer_input(items: Any) -> list[tuple[str, str]]:
+    if not isinstance(items, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(t, str) for t in p)
+            for p in items):
+        raise ValueError("a pairs request is a JSON list of [query, candidate] strings")
+    return [(a, b) for a, b in items]
+
 
 class RemoteEmbedder:
     """The Embedder protocol, served by an ``EmbeddingServer``. ``aencode`` is the request
@@ -125,6 +163,7 @@ class RemoteEmbedder:
         self.max_length = hello.get("max_length")
         self.model_path = hello.get("model_path")
         self.device = "remote"
+        self.scores_pairs = bool(hello.get("pairs"))
         self.tokenizer: Any = None
         if self.model_path:  # `unseen` reads the query with the model's own tokenizer
             from transformers import AutoTokenizer
@@ -133,7 +172,7 @@ class RemoteEmbedder:
         self._ids = itertools.count(1)
         # the calls waiting on the current connection: each connection has its own, so a lost
         # one fails only its own calls and a reply can only ever meet its own request
-        self._pending: dict[int, asyncio.Future[Vectors]] = {}
+        self._pending: dict[int, asyncio.Future[tuple[int, bytes]]] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
@@ -175,18 +214,35 @@ class RemoteEmbedder:
         return vecs
 
     async def aencode(self, texts: list[str], *, bulk: bool = False) -> Vectors:
+        rows, body = await self._ask(BULK if bulk else QUERY, texts)
+        try:
+            return self._checked(self._vectors(rows, body), texts)
+        except ValueError as exc:  # a body of the wrong size
+            raise EmbeddingUnavailable(str(exc)) from exc
+
+    async def ascore(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """The cross-encoder's logit for each pair, computed in the embedding process."""
+        rows, body = await self._ask(PAIRS, [list(p) for p in pairs])
+        if rows < 0:
+            raise EmbeddingUnavailable(f"embedding process: {body.decode(errors='replace')}")
+        logits = np.frombuffer(body, dtype=np.float32).copy()
+        if rows != len(pairs) or len(logits) != rows:  # never one pair's logit for another
+            raise EmbeddingUnavailable(f"{len(logits)} logits for {len(pairs)} pairs")
+        return logits
+
+    async def _ask(self, kind: int, items: list[Any]) -> tuple[int, bytes]:
         writer, pending = await self._connect()
         req_id = next(self._ids) & 0xFFFFFFFF
-        fut: asyncio.Future[Vectors] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[tuple[int, bytes]] = asyncio.get_running_loop().create_future()
         pending[req_id] = fut
-        body = orjson.dumps(texts)
-        writer.write(_REQUEST.pack(req_id, BULK if bulk else QUERY, len(body)) + body)
+        body = orjson.dumps(items)
+        writer.write(_REQUEST.pack(req_id, kind, len(body)) + body)
         try:
-            return self._checked(await fut, texts)
+            return await fut
         finally:
             pending.pop(req_id, None)
 
-    async def _connect(self) -> tuple[asyncio.StreamWriter, dict[int, asyncio.Future[Vectors]]]:
+    async def _connect(self) -> tuple[asyncio.StreamWriter, dict[int, asyncio.Future[tuple[int, bytes]]]]:
         async with self._connecting:
             if self._writer is not None and not self._writer.is_closing():
                 return self._writer, self._pending
@@ -208,7 +264,7 @@ class RemoteEmbedder:
             return writer, self._pending
 
     async def _read_replies(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                            pending: dict[int, asyncio.Future[Vectors]]) -> None:
+                            pending: dict[int, asyncio.Future[tuple[int, bytes]]]) -> None:
         error: Exception = EmbeddingUnavailable(f"embedding process at {self.path} went away")
         try:
             while True:
@@ -217,10 +273,7 @@ class RemoteEmbedder:
                 fut = pending.get(req_id)
                 if fut is None or fut.done():
                     continue
-                try:
-                    fut.set_result(self._vectors(rows, body))
-                except (EmbeddingUnavailable, ValueError) as exc:
-                    fut.set_exception(EmbeddingUnavailable(str(exc)))
+                fut.set_result((rows, body))  # read by the caller, who knows its shape
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             error = EmbeddingUnavailable(f"embedding process at {self.path} went away ({exc})")
         finally:

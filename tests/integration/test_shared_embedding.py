@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -49,13 +49,15 @@ class _ServerThread:
     """An EmbeddingServer on its own event loop in a thread, as if in another process; it can
     be stopped and started again at the same socket, as serve restarts a lost process."""
 
-    def __init__(self, embedder: SentenceTransformerEmbedder, path: str):
-        self.path = path
+    def __init__(self, embedder: SentenceTransformerEmbedder, path: str,
+                 pairs: Callable[[], object] | None = None):
+        self.path, self.pairs = path, pairs
         self._task: asyncio.Task[None] | None = None
         self.start(embedder)
 
     def start(self, embedder: SentenceTransformerEmbedder) -> None:
-        self.server = EmbeddingServer(embedder, self.path, wait_s=0.002, max_batch=64)
+        self.server = EmbeddingServer(embedder, self.path, wait_s=0.002, max_batch=64,
+                                      pairs=self.pairs)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -117,6 +119,46 @@ async def test_one_process_embeds_for_several_workers(
     finally:
         for b in batchers:
             await b.aclose()
+
+
+async def test_the_workers_cross_encoder_runs_in_the_shared_process(
+    embedder: SentenceTransformerEmbedder, socket_path: str, tmp_path: Path,
+) -> None:
+    """One model for every worker (on a GPU: one CUDA context, not one per worker taking turns):
+    the logits a worker gets over the socket are the ones the model computes in the process; a
+    process that scores no pairs, or is gone, gives a logit that refuses the pair."""
+    pytest.importorskip("torch")
+    from gateway.cache.verifier.learned import PROBES, load_learned
+    from gateway.cache.verifier.shared_pairs import SharedPairModel
+
+    local = load_learned(tmp_path / "models").model
+    pairs = [*PROBES, ("Which ocean is the largest on Earth?", "What is the largest ocean on Earth?")]
+    server = _ServerThread(embedder, socket_path, pairs=lambda: local)
+    try:
+        remote = RemoteEmbedder(socket_path)
+        assert remote.scores_pairs
+        shared = SharedPairModel(remote, asyncio.get_running_loop())
+        seen: list[int] = []
+        shared.observe = lambda n, _: seen.append(n)
+        got = await asyncio.to_thread(shared.logits, pairs)  # as a store thread calls it
+        assert np.array_equal(got, local.logits(pairs)) and seen == [len(pairs)]
+        assert shared.same_tokens("What is X?", "what is x ?")
+        with pytest.raises(EmbeddingUnavailable, match="pairs request"):
+            await remote.ascore([("only one text",)])  # type: ignore[list-item]
+        await remote.aclose()
+    finally:
+        server.stop()
+    bare = _ServerThread(embedder, socket_path)  # a process that scores no pairs
+    try:
+        remote = RemoteEmbedder(socket_path)
+        assert not remote.scores_pairs
+        shared = SharedPairModel(remote, asyncio.get_running_loop())
+        assert (await asyncio.to_thread(shared.logits, pairs[:2]) == -np.inf).all()
+        await remote.aclose()
+    finally:
+        bare.stop()
+    # gone: the same
+    assert (await asyncio.to_thread(shared.logits, pairs[:1]) == -np.inf).all()
 
 
 def test_a_malformed_request_gets_an_error_reply(shared: _ServerThread, socket_path: str) -> None:

