@@ -58,8 +58,9 @@ class EmbeddingServer:
                  pairs: Callable[[], Any] | None = None):
         self.embedder, self.path = embedder, path
         self.batcher = MicroBatcher(embedder, wait_s=wait_s, max_batch=max_batch)
-        self._make_pairs, self._pairs = pairs, None
-        self._pairs_made = threading.Lock()
+        # the workers' pairs, gathered into batches as their queries are
+        self.pair_batcher = MicroBatcher(_Pairs(pairs or _no_pairs), wait_s=wait_s,  # type: ignore[arg-type]
+                                         max_batch=max_batch)
         self.hello = orjson.dumps({
             "dim": embedder.dim, "name": embedder.name,
             "max_length": getattr(embedder, "max_length", None),
@@ -70,6 +71,7 @@ class EmbeddingServer:
 
     async def serve_forever(self, ready: Callable[[], None] = lambda: None) -> None:
         self.batcher.start()
+        self.pair_batcher.start()
         server = await asyncio.start_unix_server(self._client, path=self.path)
         os.chmod(self.path, 0o600)
         ready()
@@ -80,6 +82,7 @@ class EmbeddingServer:
             for writer in list(self._clients):  # a closed server leaves its connections open
                 writer.close()
             await self.batcher.aclose()
+            await self.pair_batcher.aclose()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(_HELLO.pack(len(self.hello)) + self.hello)
@@ -108,8 +111,9 @@ class EmbeddingServer:
         try:
             texts = orjson.loads(payload)
             if kind == PAIRS:
-                logits = await asyncio.to_thread(self._score, texts)
-                rows, body = len(texts), np.ascontiguousarray(logits, np.float32).tobytes()
+                pairs = _scorer_input(texts)
+                logits = await asyncio.gather(*map(self.pair_batcher.embed, pairs))  # type: ignore[arg-type]
+                rows, body = len(pairs), np.asarray(logits, np.float32).tobytes()
                 if not writer.is_closing():
                     writer.write(_REPLY.pack(req_id, rows, len(body)) + body)
                 return
@@ -130,13 +134,20 @@ class EmbeddingServer:
         if not writer.is_closing():
             writer.write(_REPLY.pack(req_id, rows, len(body)) + body)
 
-    def _score(self, items: Any) -> Any:
-        """Blocking (a thread): the pairs' logits, the model made on the first call."""
-        pairs = _scorer_input(items)
-        with self._pairs_made:
-            if self._pairs is None:
-                self._pairs = (self._make_pairs or _no_pairs)()
-        return self._pairs.logits(pairs)
+
+
+class _Pairs:
+    """The cross-encoder as ``MicroBatcher`` sees an embedder: ``encode`` of a batch of pairs
+    gives one logit each; the model is made on the first batch."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make, self._model, self._made = make, None, threading.Lock()
+
+    def encode(self, pairs: list[tuple[str, str]]) -> Any:
+        with self._made:
+            if self._model is None:
+                self._model = self._make()
+        return self._model.logits(pairs)
 
 
 def _no_pairs() -> Any:

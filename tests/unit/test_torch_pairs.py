@@ -31,7 +31,7 @@ PAIRS = [*PROBES,
          ("Is Paris bigger than Lyon?", "Is Lyon bigger than Paris?")]
 
 
-def test_the_torch_path_scores_as_the_onnx_export_and_alone_as_among_others(
+def test_the_torch_path_scores_as_the_onnx_export_and_alone_as_in_a_batch(
         tmp_path: Path) -> None:
     from gateway.cache.verifier.torch_pairs import TorchPairModel
 
@@ -39,12 +39,12 @@ def test_the_torch_path_scores_as_the_onnx_export_and_alone_as_among_others(
     seen: list[int] = []
     on_torch.observe = lambda pairs, seconds: seen.append(pairs)
     got = on_torch.logits(PAIRS)
-    assert seen == [1] * len(PAIRS)  # each pair its own run, each run reported
+    assert seen == [len(PAIRS)]  # one batch, one run reported
     fp32 = PairModel(ADAPTER, tmp_path, int8=False).logits(PAIRS)
     assert np.abs(got - fp32).max() < 1e-3, (got, fp32)
     # the int8 model the gate was fitted on strays from it within the quantization's tolerance
     assert np.abs(got - PairModel(ADAPTER, tmp_path).logits(PAIRS)).max() < INT8_TOLERANCE
-    assert on_torch.logits(PAIRS[-1:])[0] == pytest.approx(got[-1], abs=1e-5)
+    assert on_torch.logits(PAIRS[-1:])[0] == pytest.approx(got[-1], abs=1e-4)  # float rounding
     assert on_torch.logits([]).shape == (0,)
 
 
