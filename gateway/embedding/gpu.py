@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512)
 GRAPH_MAX_TOKENS = 64 * 128  # rows x tokens of the largest captured shape
+# One caller at a time on the GPU, whatever model it runs: a CUDA graph captured while another
+# thread launches work fails ("operation failed due to a previous error during capture", seen
+# in the shared embedding process with the embedder and the cross-encoder side by side), and
+# a call owns its graph's static buffers until it has read its output.
+GPU_LOCK = threading.Lock()
 MAX_DRIFT = 1e-4
 
 
@@ -51,7 +56,7 @@ class TorchEmbedder:
         self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and self.device.startswith("cuda") and torch.cuda.is_available()
         self._max_rows = 1 << max(0, max_batch - 1).bit_length()
-        self._lock = threading.Lock()  # one caller at a time owns the static buffers
+        self._lock = GPU_LOCK
         self._pad = self.tokenizer.pad_token_id or 0
         probes = list(self.PROBES)
         expected = reference.encode(probes)

@@ -18,7 +18,6 @@ Without CUDA (or ``graphs=False``) the same forward runs eagerly: what the CPU t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.verifier.learned import PROBES, same_word_pieces
-from gateway.embedding.gpu import GRAPH_MAX_TOKENS, TOKEN_BUCKETS, CapturedGraph
+from gateway.embedding.gpu import GPU_LOCK, GRAPH_MAX_TOKENS, TOKEN_BUCKETS, CapturedGraph
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class TorchPairModel:
         self._torch, self.device, self.max_length = torch, device, max_length
         self._model = model.to(device).eval()
         self.observe: Callable[[int, float], None] | None = None
-        self._lock = threading.Lock()  # one caller at a time owns a graph's buffers
+        self._lock = GPU_LOCK  # with the embedder's calls, one at a time (gpu.py)
         self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and device.startswith("cuda") and torch.cuda.is_available()
         self._pad = self.tokenizer.pad_token_id or 0
