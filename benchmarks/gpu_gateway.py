@@ -275,7 +275,7 @@ def main() -> None:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     asked = os.environ.get("SEMCACHE_VERIFIER_DEVICE", "auto")
-    ce_where = ("the GPU (torch, CUDA graphs, in each worker)"
+    ce_where = ("the GPU (torch, CUDA graphs; with a shared embedding process, there)"
                 if asked.startswith("cuda") or (asked == "auto" and torch.cuda.is_available())
                 else "the CPU cores (ONNX Runtime)")
     head = [stamp(), "", f"GPU: {gpu}.", "",
