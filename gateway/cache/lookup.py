@@ -40,7 +40,7 @@ from gateway.cache.verifier.learned import (
     load_learned,
 )
 from gateway.cache.verifier.shared_pairs import SharedPairModel
-from gateway.cache.verifier.torch_pairs import verifier_device
+from gateway.cache.verifier.torch_pairs import pair_model, verifier_device
 from gateway.categories import Category
 from gateway.config import Settings
 from gateway.embedding import Embedder, Vectors, unseen
@@ -101,9 +101,9 @@ class Finder:
         if getattr(self.embedder, "scores_pairs", False) and self._loop is not None:
             return LearnedVerifier(SharedPairModel(self.embedder, self._loop),
                                    load_combination(), load_gate())
-        return load_learned(self.settings.embedding_cache_dir,
-                            threads=self.settings.embedding_threads,
-                            device=verifier_device(self.settings.verifier_device))
+        return load_learned(self.settings.embedding_cache_dir, model=pair_model(
+            self.settings.embedding_cache_dir, self.settings.embedding_threads,
+            verifier_device(self.settings.verifier_device)))
 
     def _observe_model(self, pairs: int, seconds: float) -> None:
         self.metrics.verifier_model_pairs.inc(pairs)

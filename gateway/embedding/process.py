@@ -56,11 +56,10 @@ def _cuda_available() -> bool:
 def _pair_model(settings: Settings) -> Any:
     """The workers' cross-encoder, in this process (made on the first pair asked for): on the
     GPU where the embedding runs, one model in one CUDA context for every worker."""
-    from gateway.cache.verifier.learned import load_learned
-    from gateway.cache.verifier.torch_pairs import verifier_device
+    from gateway.cache.verifier.torch_pairs import pair_model, verifier_device
 
-    return load_learned(settings.embedding_cache_dir, threads=settings.embedding_threads,
-                        device=verifier_device(settings.verifier_device)).model
+    return pair_model(settings.embedding_cache_dir, settings.embedding_threads,
+                      verifier_device(settings.verifier_device))
 
 
 class EmbeddingProcess:

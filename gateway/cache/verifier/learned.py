@@ -382,13 +382,8 @@ def load_combination(card: Path = CARD) -> Combination:
 
 
 def load_learned(cache_dir: Path, card: Path = CARD, adapter: Path = ADAPTER,
-                 threads: int = 0, gate: Path = GATE, device: str = "cpu") -> LearnedVerifier:
-    """On ``device`` "cpu": ONNX Runtime, int8 (``PairModel``); on a GPU ("cuda", "cuda:1"):
-    torch, fp32, CUDA graphs (``torch_pairs.TorchPairModel``)."""
-    if device == "cpu":
-        model: Any = PairModel(adapter, cache_dir, threads)
-    else:
-        from gateway.cache.verifier.torch_pairs import TorchPairModel
-
-        model = TorchPairModel(adapter, device)
-    return LearnedVerifier(model, load_combination(card), load_gate(gate))
+                 threads: int = 0, gate: Path = GATE, model: Any = None) -> LearnedVerifier:
+    """``model``: the network that gives the logits (default: ``PairModel`` on ONNX Runtime;
+    ``torch_pairs.pair_model`` picks by device, ``shared_pairs`` asks another process)."""
+    return LearnedVerifier(model or PairModel(adapter, cache_dir, threads),
+                           load_combination(card), load_gate(gate))

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.cache.verifier.learned import PROBES, same_word_pieces
+from gateway.cache.verifier.learned import ADAPTER, PROBES, PairModel, same_word_pieces
 from gateway.embedding.gpu import GPU_LOCK, GRAPH_MAX_TOKENS, TOKEN_BUCKETS, CapturedGraph
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ def verifier_device(asked: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pair_model(cache_dir: Path, threads: int, device: str) -> Any:
+    """The cross-encoder on ``device`` (resolved): "cpu", ONNX Runtime with int8 weights
+    (``learned.PairModel``); a GPU, torch in fp32 with CUDA graphs (``TorchPairModel``)."""
+    if device == "cpu":
+        return PairModel(ADAPTER, cache_dir, threads)
+    return TorchPairModel(ADAPTER, device)
 
 
 class TorchPairModel:
