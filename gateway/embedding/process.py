@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,13 +54,17 @@ def _cuda_available() -> bool:
     return out.stdout.strip() == "True"
 
 
-def _pair_model(settings: Settings) -> Any:
-    """The workers' cross-encoder, in this process (made on the first pair asked for): on the
-    GPU where the embedding runs, one model in one CUDA context for every worker."""
+def _pairs_here(settings: Settings) -> Callable[[], Any] | None:
+    """Makes the workers' cross-encoder in this process (on the first pair asked for) where it
+    runs on a GPU: one model in one CUDA context for every worker, its pairs batched across
+    them. On CPU cores each worker keeps its own (int8, one pair at a time: nothing to gather,
+    and one process would do every worker's share)."""
     from gateway.cache.verifier.torch_pairs import pair_model, verifier_device
 
-    return pair_model(settings.embedding_cache_dir, settings.embedding_threads,
-                      verifier_device(settings.verifier_device))
+    device = verifier_device(settings.verifier_device)
+    if device == "cpu":
+        return None
+    return partial(pair_model, settings.embedding_cache_dir, settings.embedding_threads, device)
 
 
 class EmbeddingProcess:
@@ -123,7 +128,7 @@ def _serve(path: str, ready: Any) -> None:  # the child's main
     embedder = load_for(settings)
     server = EmbeddingServer(embedder, path, wait_s=settings.batch_wait_s(shared_process=True),
                              max_batch=settings.embedding_max_batch,
-                             pairs=partial(_pair_model, settings))
+                             pairs=_pairs_here(settings))
     parent = os.getppid()
 
     async def main() -> None:

@@ -5,14 +5,15 @@ The workers reach it over a Unix socket (a private directory, mode 0700) with le
 frames; a worker's own ``MicroBatcher`` sends whatever queued up while its last call was out, and
 the server's batcher gathers those of all workers for the GPU:
 
-    hello   server -> client  <I len> + JSON {dim, name, max_length, model_path}
+    hello   server -> client  <I len> + JSON {dim, name, max_length, model_path, pairs}
     request client -> server  <I id><B kind><I len> + JSON list of texts   kind 0 query, 1 bulk
                               kind 2: JSON list of [query, candidate] pairs (the cross-encoder)
     reply   server -> client  <I id><i rows><I len> + rows x dim float32   rows -1: error text
                               (kind 2: rows x 1 float32, the pairs' logits)
 
 The hello says ``pairs: true`` where the process also scores pairs for the workers' cross-encoder
-(``learned``): on a GPU, one model in one CUDA context instead of one per worker taking turns.
+(``learned``; where it runs its models on a GPU): one model in one CUDA context, batched across
+workers, instead of one per worker taking turns on the GPU.
 
 Replies come back as they are ready, tagged with their request's id. A worker that loses the
 process fails its waiting calls (the cache then passes those requests through, as with any
@@ -133,7 +134,6 @@ class EmbeddingServer:
             rows, body = -1, f"{type(exc).__name__}: {exc}".encode()
         if not writer.is_closing():
             writer.write(_REPLY.pack(req_id, rows, len(body)) + body)
-
 
 
 class _Pairs:

@@ -161,6 +161,19 @@ async def test_the_workers_cross_encoder_runs_in_the_shared_process(
     assert (await asyncio.to_thread(shared.logits, pairs[:1]) == -np.inf).all()
 
 
+def test_the_shared_process_scores_pairs_only_where_the_cross_encoder_runs_on_a_gpu() -> None:
+    """On CPU cores each worker keeps its own cross-encoder (int8, a pair at a time: one process
+    would do every worker's share); on a GPU the workers' pairs go to the one process."""
+    import torch
+
+    from gateway.config import Settings
+    from gateway.embedding.process import _pairs_here
+
+    assert _pairs_here(Settings(verifier_device="cpu")) is None
+    assert callable(_pairs_here(Settings(verifier_device="cuda")))  # made on the first pair
+    assert (_pairs_here(Settings()) is None) == (not torch.cuda.is_available())
+
+
 def test_a_malformed_request_gets_an_error_reply(shared: _ServerThread, socket_path: str) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(10)
