@@ -63,14 +63,15 @@ class TorchPairModel:
 
         model, self.tokenizer, _ = apply_adapter(adapter)
         self._torch, self.device, self.max_length = torch, device, max_length
-        self._model = model.to(device).eval()
         self.observe: Callable[[int, float], None] | None = None
         self._lock = GPU_LOCK  # with the embedder's calls, one at a time (gpu.py)
         self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and device.startswith("cuda") and torch.cuda.is_available()
         self._pad = self.tokenizer.pad_token_id or 0
-        alone = np.concatenate([self._eager([ids], [types])
-                                for ids, types in (self._encode(a, b) for a, b in PROBES)])
+        with self._lock:  # made in the shared process while the embedder may be capturing
+            self._model = model.to(device).eval()
+            alone = np.concatenate([self._eager([ids], [types])
+                                    for ids, types in (self._encode(a, b) for a, b in PROBES)])
         drift = max(float(np.abs(self.logits(PROBES) - alone).max()),
                     float(np.abs(self.logits(PROBES[:1]) - alone[:1]).max()))
         if drift > MAX_DRIFT:
