@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from _report import stamp, write_section
+from verifier_split import session  # the gateway's session options
 
 from gateway.embedding.models import eager_attention
 
@@ -44,14 +44,6 @@ def export(module: Any, sample: Any, path: Path, eager_of: Any | None) -> None:
                           output_names=["out"], opset_version=17, dynamo=False,
                           dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in NAMES},
                                         "out": {0: "batch"}})
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def models(tmp: Path) -> dict[str, tuple[Path, Path, dict[str, np.ndarray]]]:

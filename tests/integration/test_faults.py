@@ -12,6 +12,7 @@ import pytest
 
 from gateway.embedding import SentenceTransformerEmbedder
 from tests.conftest import GatewayFactory, _pg_schema_url
+from tests.rawserver import raw_upstream
 from tests.tcpproxy import proxied
 
 
@@ -73,41 +74,13 @@ def test_a_connection_the_upstream_closed_is_retried_once(gateway_factory: Gatew
     """Issue 17, item 8: an upstream that closes its connection right after answering (a 500
     without ``Connection: close``) left a dead connection in the pool; 3 of 20 following
     requests got 502 ReadError."""
-    import socket
-    import threading
-
     body = (b'{"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": '
             b'[{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", '
             b'"content": "ok"}}]}')
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, rest = data.split(b"\r\n\r\n", 1)
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-                time.sleep(0.05)  # then gone, without having said so
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        gw = gateway_factory(cache_enabled=False, upstream_url=f"http://127.0.0.1:{port}/v1",
-                             upstream_metrics_url="off")
+    reply = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+             b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    with raw_upstream(reply) as url:  # answers, then gone without having said so
+        gw = gateway_factory(cache_enabled=False, upstream_url=url, upstream_metrics_url="off")
         statuses = []
         for _ in range(20):
             r = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30, json={
@@ -115,10 +88,6 @@ def test_a_connection_the_upstream_closed_is_retried_once(gateway_factory: Gatew
             statuses.append(r.status_code)  # the next one goes out on the connection the
             # upstream is about to close without reading it
         assert statuses == [200] * 20, statuses
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 @pytest.mark.pg

@@ -4,11 +4,7 @@ bodies byte-exact both ways, the same errors for the same failures, proxies hono
 from __future__ import annotations
 
 import gzip
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import orjson
@@ -19,48 +15,13 @@ from gateway.backend.upstream import Upstream
 from gateway.config import Settings
 from gateway.devtools.serverthread import ServerThread
 from tests.conftest import GatewayFactory
+from tests.rawserver import raw_upstream
 
 TRANSPORTS = ["aiohttp", "httpx"]
 ANSWER = orjson.dumps({
     "id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
         {"index": 0, "finish_reason": "stop",
          "message": {"role": "assistant", "content": "compressed but whole"}}]})
-
-
-@contextmanager
-def raw_upstream(reply: bytes) -> Iterator[str]:
-    """A server that reads one request per connection, writes ``reply`` and hangs up; its
-    OpenAI base URL."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, rest = data.split(b"\r\n\r\n", 1)
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length")), 0)
-                while len(rest) < length:
-                    rest += conn.recv(65536)
-                conn.sendall(reply)
-                time.sleep(0.05)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        thread.join()
-        listener.close()
 
 
 def gzipped(body: bytes, content_type: bytes = b"application/json") -> bytes:
@@ -101,26 +62,19 @@ def test_a_compressed_answer_is_decoded_for_the_cache_and_passed_through_as_sent
             assert b"".join(r.iter_raw()) == gzip.compress(ANSWER, mtime=0)
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_a_body_cut_short_is_an_upstream_error_on_either_transport(
-    gateway_factory: GatewayFactory, transport: str,
-) -> None:
-    cut = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n"
-           + ANSWER[:40])
-    with raw_upstream(cut) as url:
-        gw = gateway_factory(cache_enabled=False, upstream_url=url, upstream_metrics_url="off",
-                             upstream_transport=transport)
-        r = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30, json={
-            "model": "m", "messages": [{"role": "user", "content": "hi"}]})
-        assert r.status_code == 502, r.text
-        assert r.json()["error"]["code"] == "upstream_unavailable"
+BROKEN = {
+    "a body cut short": b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                        b"content-length: 500\r\n\r\n" + ANSWER[:40],
+    "an answer that is not HTTP": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+}
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_an_answer_that_is_not_http_is_an_upstream_error_on_either_transport(
-    gateway_factory: GatewayFactory, transport: str,
+@pytest.mark.parametrize("reply", list(BROKEN.values()), ids=list(BROKEN))
+def test_a_broken_answer_is_an_upstream_error_on_either_transport(
+    gateway_factory: GatewayFactory, transport: str, reply: bytes,
 ) -> None:
-    with raw_upstream(b"SSH-2.0-OpenSSH_9.6\r\n\r\n") as url:
+    with raw_upstream(reply) as url:
         gw = gateway_factory(cache_enabled=False, upstream_url=url, upstream_metrics_url="off",
                              upstream_transport=transport)
         r = httpx.post(f"{gw.url}/v1/chat/completions", timeout=30, json={
