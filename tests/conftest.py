@@ -21,14 +21,16 @@ from gateway.config import Settings
 from gateway.devtools.fake_upstream import create_fake_app
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
+from tests.clients import close_all
 
 
 @pytest.fixture(autouse=True)
 def _collect_garbage() -> Iterator[None]:
     """A collection after every test: an object leaked open (a database connection, a socket)
     warns — and fails, warnings being errors — in the test that leaked it, not at a random later
-    collection."""
+    collection (the test's OpenAI clients are closed first: ``tests.clients``)."""
     yield
+    close_all()
     gc.collect()
 
 

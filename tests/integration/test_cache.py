@@ -6,7 +6,7 @@ Every test runs on SQLite and on the local PostgreSQL (``database_url`` fixture)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import yaml
 from gateway.devtools.fake_upstream import fake_text
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 Chat = Callable[..., tuple[str, dict[str, str]]]
@@ -39,19 +40,9 @@ def gw(start: Callable[..., ServerThread]) -> ServerThread:
     return start()
 
 
-_clients: list[openai.OpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-def _close() -> Iterator[None]:
-    yield
-    while _clients:
-        _clients.pop().close()
-
 
 def chat_fn(server: ServerThread) -> Chat:
-    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-test", max_retries=0)
-    _clients.append(client)
+    client = openai_client(f"{server.url}/v1")
 
     def chat(
         content: str, *, model: str = "fake-small", system: str | None = None,
@@ -350,8 +341,7 @@ def test_category_header_and_errors(gw: ServerThread, database_url: str) -> None
 
 
 def test_legacy_completions_are_cached(gw: ServerThread) -> None:
-    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0)
-    _clients.append(client)
+    client = openai_client(f"{gw.url}/v1", api_key="k")
     first = client.completions.with_raw_response.create(model="fake-small", prompt="Why is the sky blue?")
     second = client.completions.with_raw_response.create(model="fake-small", prompt="Why is the sky blue?")
     assert first.headers["x-semcache"] == "miss" and second.headers["x-semcache"] == "hit"
@@ -365,8 +355,7 @@ def test_legacy_completions_are_cached(gw: ServerThread) -> None:
 
 def test_two_tenants_never_share_entries(gw: ServerThread) -> None:
     def ask(key: str) -> tuple[str, dict[str, str]]:
-        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
-        _clients.append(client)
+        client = openai_client(f"{gw.url}/v1", api_key=key)
         raw = client.chat.completions.with_raw_response.create(
             model="fake-small", messages=[{"role": "user", "content": "Who wrote Hamlet?"}])
         return raw.parse().choices[0].message.content or "", dict(raw.headers)
@@ -421,8 +410,7 @@ def test_answers_cut_at_max_tokens_are_not_stored_and_context_errors_pass_throug
     gw: ServerThread, upstream_stats: Callable[[], dict[str, int]]
 ) -> None:
     """The two behaviours the real server showed that the fake now has too."""
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk-t", max_retries=0)
-    _clients.append(c)
+    c = openai_client(f"{gw.url}/v1", api_key="sk-t")
     msgs: Any = [{"role": "user", "content": "Describe the water cycle"}]
     for _ in range(2):
         cut = c.chat.completions.with_raw_response.create(model="fake-small", messages=msgs,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from gateway.devtools.fake_upstream import fake_text
 from gateway.devtools.serverthread import ServerThread, free_port
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 MSG = [{"role": "user", "content": "Explain what a reverse proxy does."}]
@@ -29,24 +29,8 @@ def proxy(gateway_factory: GatewayFactory) -> ServerThread:
 _KW: dict[str, Any] = {"api_key": "sk-client", "max_retries": 0}
 
 
-_OPEN: list[openai.OpenAI] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _OPEN:
-        _OPEN.pop().close()
-
-
 def client(base: str) -> openai.OpenAI:
-    c = openai.OpenAI(base_url=f"{base}/v1", **_KW)
-    _OPEN.append(c)
-    return c
-
-
-def aclient(base: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base}/v1", **_KW)
+    return openai_client(f"{base}/v1", **_KW)
 
 
 def test_sync_chat_equals_upstream(proxy: ServerThread, fake_upstream: ServerThread) -> None:
@@ -58,7 +42,8 @@ def test_sync_chat_equals_upstream(proxy: ServerThread, fake_upstream: ServerThr
 
 
 async def test_async_chat_and_completions(proxy: ServerThread, fake_upstream: ServerThread) -> None:
-    async with aclient(proxy.url) as via_gw, aclient(fake_upstream.url) as direct:
+    async with (openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", **_KW) as via_gw,
+                openai.AsyncOpenAI(base_url=f"{fake_upstream.url}/v1", **_KW) as direct):
         await _async_chat_and_completions(via_gw, direct)
 
 

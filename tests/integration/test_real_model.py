@@ -19,6 +19,7 @@ import pytest
 from gateway.devtools.real_model import RealModelUnavailable, llama_server
 from gateway.devtools.serverthread import ServerThread, free_port
 from gateway.embedding import SentenceTransformerEmbedder
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 pytestmark = pytest.mark.real_model
@@ -47,7 +48,7 @@ def gw(llm: str, gateway_factory: GatewayFactory, embedder: SentenceTransformerE
 
 
 def client(base: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=base, api_key="sk-real", max_retries=0, timeout=120)
+    return openai_client(base, api_key="sk-real", timeout=120)
 
 
 def chat(c: openai.OpenAI, q: str, **kw: Any) -> Any:
@@ -214,15 +215,14 @@ def test_server_errors_pass_through(gw: ServerThread) -> None:
 
 
 async def test_async_client(gw: ServerThread) -> None:
-    via = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="sk-real", max_retries=0,
-                             timeout=120)
     q = "What colour is the sky on a clear day?"
     msgs: Any = [SYSTEM, {"role": "user", "content": q}]
-    first = await via.chat.completions.with_raw_response.create(
-        model=MODEL, messages=msgs, temperature=0, max_tokens=64)
-    second = await via.chat.completions.with_raw_response.create(
-        model=MODEL, messages=msgs, temperature=0, max_tokens=64)
-    await via.close()
+    async with openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="sk-real", max_retries=0,
+                                  timeout=120) as via:
+        first = await via.chat.completions.with_raw_response.create(
+            model=MODEL, messages=msgs, temperature=0, max_tokens=64)
+        second = await via.chat.completions.with_raw_response.create(
+            model=MODEL, messages=msgs, temperature=0, max_tokens=64)
     assert first.parse().choices[0].finish_reason == "stop"
     assert second.headers["x-semcache"] == "hit"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content

@@ -15,6 +15,7 @@ import pytest
 from gateway.devtools.fake_upstream import create_fake_app, fake_text
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 Q, PARA = "Who painted the Mona Lisa?", "Who was the painter of the Mona Lisa?"
@@ -34,7 +35,7 @@ def chat_only() -> Iterator[ServerThread]:
 
 
 def _client(url: str, key: str = "sk-resp") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+    return openai_client(f"{url}/v1", api_key=key)
 
 
 def _create(c: openai.OpenAI, **kw: Any) -> tuple[Any, dict[str, str]]:

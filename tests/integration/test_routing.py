@@ -17,6 +17,7 @@ import pytest
 from gateway.backend.chunks import make_chunk
 from gateway.devtools.fake_upstream import create_fake_app
 from gateway.devtools.serverthread import ServerThread
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 N_CHUNKS = 1000
@@ -80,7 +81,7 @@ def run(factory: GatewayFactory, servers: list[ServerThread], routing: str,
     for s in servers:
         httpx.post(f"{s.url}/fake/reset")
     gw = gateway_over(factory, servers, routing=routing)
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk", max_retries=0)
+    c = openai_client(f"{gw.url}/v1", api_key="sk")
     for n, chunks in enumerate(workload):
         assert ask(c, chunks, f"Question {n}?").http_response.status_code == 200
     c.close()
@@ -108,7 +109,7 @@ def test_predicted_and_measured_reuse_are_exported(
     gateway_factory: GatewayFactory, backends: list[ServerThread]
 ) -> None:
     gw = gateway_over(gateway_factory, backends)
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk", max_retries=0)
+    c = openai_client(f"{gw.url}/v1", api_key="sk")
     for n, chunks in enumerate(rag_workload(120, seed=1)):
         ask(c, chunks, f"Question {n}?")
     c.close()
@@ -146,7 +147,7 @@ def test_a_backend_killed_mid_test_is_routed_around_and_probed_back(
 ) -> None:
     # probes every 2 s: the requests right after the kill find the dead backend first
     gw = gateway_over(gateway_factory, backends, backend_probe_interval_s=2.0)
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk", max_retries=0)
+    c = openai_client(f"{gw.url}/v1", api_key="sk")
     workload = rag_workload(150, seed=2)
     victim = backends[1]
     for n, chunks in enumerate(workload):
@@ -179,7 +180,7 @@ def test_a_backend_killed_mid_test_is_routed_around_and_probed_back(
 def test_message_formats(gateway_factory: GatewayFactory, backends: list[ServerThread],
                          fmt: str) -> None:
     gw = gateway_over(gateway_factory, backends[:1], backend={"chunk_format": fmt})
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk", max_retries=0)
+    c = openai_client(f"{gw.url}/v1", api_key="sk")
     system = {"role": "system", "content": "Use the passages."}
     for order in ([3, 1, 2], [2, 3, 1]):
         parts = [{"type": "text", "text": passage(i)} for i in order] + [
@@ -230,7 +231,7 @@ def test_blend_separator_sends_token_ids_joined_by_the_separator(
     sep = tok.encode(" # # ", add_special_tokens=False)
     gw = gateway_over(gateway_factory, backends[:1], backend={
         "chunk_format": "blend-separator", "tokenizer": str(tokenizer_dir)})
-    c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="sk", max_retries=0)
+    c = openai_client(f"{gw.url}/v1", api_key="sk")
     system = {"role": "system", "content": "Use the passages."}
     answers = []
     for order in ([3, 1], [1, 3]):

@@ -18,6 +18,7 @@ import pytest
 
 from gateway.cache.background import Background
 from gateway.embedding import SentenceTransformerEmbedder
+from tests.clients import openai_client
 from tests.conftest import GatewayFactory
 
 
@@ -36,7 +37,7 @@ def write_lock_held(db: Path, seconds: float) -> Iterator[None]:
 
 
 def client(url: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="sk-test", max_retries=0)
+    return openai_client(f"{url}/v1")
 
 
 def ask(c: openai.OpenAI, q: str) -> tuple[str, str]:

@@ -81,3 +81,26 @@ def test_no_module_over_400_lines_and_a_small_top_level() -> None:
             if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}
     assert len([p for p in ROOT.glob("*.py") if p.name != "__init__.py"]) <= 14
+
+
+def _unclosed_openai_clients(path: Path) -> list[int]:
+    """Lines of ``path`` making an OpenAI client outside a ``with`` (or an exit stack): such a
+    client is closed by the garbage collector, at random too late (``tests/clients.py``)."""
+    tree = ast.parse(path.read_text())
+    managed: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.With | ast.AsyncWith):
+            managed |= {id(item.context_expr) for item in node.items}
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr in ("enter_context", "enter_async_context")):
+            managed |= {id(arg) for arg in node.args}
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("OpenAI", "AsyncOpenAI") and id(node) not in managed]
+
+
+def test_tests_close_their_openai_clients() -> None:
+    tests = Path(__file__).parents[1]
+    loose = {str(path.relative_to(tests)): lines for path in sorted(tests.rglob("*.py"))
+             if path.name != "clients.py" and (lines := _unclosed_openai_clients(path))}
+    assert loose == {}, "make them with tests.clients.openai_client or in a with block"
