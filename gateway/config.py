@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         description="Categories scoring within this of the best are searched too.",
     )
     search_top_k: int = Field(5, ge=1, le=100, description="Candidates checked per lookup.")
+    verified_repeats: int = Field(
+        50_000, ge=0, description="Verified paraphrase hits each worker remembers, so that the "
+        "same wording again is served like an exact repeat (no embedding, no verification) while "
+        "the entry and the categories stay as they were; 0: off.",
+    )
     verifier_calibration: Path | None = Field(
         None, description="The calibrated verifier's model (calibration.json from "
         "`python -m gateway.tools.train_calibrator`); default: the packaged one.",

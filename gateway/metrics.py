@@ -80,6 +80,10 @@ class Metrics:
             "semcache_verifier_model_pairs_total",
             "Query-candidate pairs the cross-encoder scored (its cost: over the requests, "
             "forwards per request; each run's time is the cross_encoder stage).", registry=r)
+        self.verified_repeats = Counter(
+            "semcache_verified_repeats_total",
+            "Semantic hits served on the decision remembered from the same wording's earlier "
+            "hit: no embedding, no verification (among the hits).", ["category"], registry=r)
         self.tokens_saved = Counter(
             "semcache_tokens_saved_total",
             "Completion tokens served from cache instead of generated (estimated when the "

@@ -22,6 +22,7 @@ from gateway.cache import policy
 from gateway.cache.breaker import StoreBreaker
 from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, normalise
+from gateway.cache.repeats import Decision, VerifiedRepeats, text_digest
 from gateway.cache.replies import Hit, token_bound
 from gateway.cache.schema import StoredEntry
 from gateway.cache.store import Store
@@ -65,9 +66,11 @@ class Finder:
     def __init__(
         self, settings: Settings, store: Store, indexes: Indexes, breaker: StoreBreaker,
         metrics: Metrics, hits: HitCounter, embedder: Embedder, load: LoadMonitor,
+        repeats: VerifiedRepeats | None = None,
     ):
         self.settings, self.store, self.indexes, self.breaker = settings, store, indexes, breaker
         self.metrics, self.hits, self.embedder, self.load = metrics, hits, embedder, load
+        self.repeats = repeats if repeats is not None else VerifiedRepeats(0)
         # a few numbers, read once; categories opt in to it (verification.max_wrong_rate)
         self.calibrator = load_calibrator(settings.verifier_calibration or CALIBRATION)
         # the cross-encoder: loaded the first time a category asks for it (learned.py)
@@ -111,13 +114,15 @@ class Finder:
 
     async def search(
         self, key: RequestKey, category: Category, ranked: list[str],
-        categories: dict[str, Category], vec: Vectors,
+        categories: dict[str, Category], vec: Vectors, *, remember: bool = True,
     ) -> Hit | None:
         """The best verified entry in the query's category and the near-tied ones, or None.
         The categories are searched in rank order and the first verified candidate wins, all
         in one store-thread call (a thread hop costs about what a search does: one per category
         made a miss near several categories pay it several times); what the search finds out
-        about the indexes (labels to drop) and the hit count are applied here, on the loop."""
+        about the indexes (labels to drop) and the hit count are applied here, on the loop.
+        A hit is remembered for ``repeated`` unless not to (``remember``: a category the client
+        forced, where the decision was not the classifier's)."""
         now = time.time()
         load = self.load.factor
         searched = [(categories[n], policy.match_threshold(category, categories[n], load))
@@ -142,6 +147,8 @@ class Finder:
             return None
         if found.hit is not None:
             self.hits.count(found.hit.entry.id, now)
+            if remember:  # for ``repeated``
+                self.remember(key, category, found.hit)
             return found.hit
         if found.nearest is not None:
             self.metrics.miss_nearest_similarity.labels(category.name).observe(found.nearest)
@@ -157,26 +164,73 @@ class Finder:
         name = next((n for n, index in self.indexes.items() if entry_id in index), None)
         if name is None or name not in categories or not categories[name].cacheable:
             return None
-        category = categories[name]
+        row, now = await self._read(key, name, entry_id)
+        if row is None or normalise(row.query_text) != normalise(key.text):
+            return None
+        self.hits.count(entry_id, now)
+        return categories[name], Hit(row, 1.0)
+
+    def remember(self, key: RequestKey, category: Category, hit: Hit) -> None:
+        """A semantic hit ``search`` found, for ``repeated`` to replay."""
+        self.repeats.remember(key.exact_hash, Decision(
+            hit.entry.id, hit.similarity, category.name, hit.entry.category,
+            text_digest(hit.entry.query_text)))
+
+    async def repeated(
+        self, key: RequestKey, categories: dict[str, Category],
+    ) -> tuple[Category, Hit] | None:
+        """A verified paraphrase hit, sent again word for word: its decision replayed where
+        all it rested on still holds (``repeats.py``); one store read. A decision that no longer
+        holds is forgotten."""
+        decision = self.repeats.recall(key.exact_hash)
+        if decision is None:
+            return None
+        found = await self._replay(key, categories, decision)
+        if found is None:
+            self.repeats.forget(key.exact_hash)
+        else:
+            self.metrics.verified_repeats.labels(found[0].name).inc()
+        return found
+
+    async def _replay(
+        self, key: RequestKey, categories: dict[str, Category], decision: Decision,
+    ) -> tuple[Category, Hit] | None:
+        category, searched = categories.get(decision.category), categories.get(decision.searched)
+        if category is None or searched is None or not (category.cacheable
+                                                        and searched.cacheable):
+            return None
+        if searched.name not in self.indexes or decision.entry_id not in self.indexes[searched.name]:
+            return None
+        if decision.similarity < policy.match_threshold(category, searched, self.load.factor):
+            return None
+        row, now = await self._read(key, searched.name, decision.entry_id)
+        if row is None or row.category != searched.name \
+                or text_digest(row.query_text) != decision.text:
+            return None
+        self.hits.count(decision.entry_id, now)
+        return category, Hit(row, decision.similarity)
+
+    async def _read(
+        self, key: RequestKey, name: str, entry_id: int,
+    ) -> tuple[StoredEntry | None, float]:
+        """One entry read back for ``key``, if it is alive, in its scope and context and within
+        its token limit; and the time it was read at."""
         try:
             with self.metrics.stage("store_read"):
                 rows = await self.store.call(
                     self.settings.store_lookup_timeout_s, self.store.get_many, [entry_id])
         except StoreError as exc:
             self.breaker.failed("read", exc)
-            return None
+            return None, time.time()
         self.breaker.succeeded()
         row, now = rows.get(entry_id), time.time()
         if row is None:
             self.indexes.drop(name, [entry_id])
-            return None
+            return None, now
         if row.expires_at <= now or row.scope_hash != key.scope_hash \
-                or row.context_hash != key.context_hash \
-                or normalise(row.query_text) != normalise(key.text) \
-                or not key.fits(token_bound(row)):
-            return None
-        self.hits.count(entry_id, now)
-        return category, Hit(row, 1.0)
+                or row.context_hash != key.context_hash or not key.fits(token_bound(row)):
+            return None, now
+        return row, now
 
     def _find(
         self, key: RequestKey, category: Category, searched: list[tuple[Category, float]],

@@ -31,6 +31,7 @@ from gateway.cache.index import CategoryIndex, ExactIndex, Meta
 from gateway.cache.indexes import Indexes
 from gateway.cache.keys import RequestKey, chat_key, completion_key, namespace_of
 from gateway.cache.lookup import Finder
+from gateway.cache.repeats import VerifiedRepeats
 from gateway.cache.replies import Hit, completion_tokens, hit_body, render_hit, stored_usage
 from gateway.cache.responses_keys import responses_echo
 from gateway.cache.schema import NewEntry, StoredEntry, make_engine, model_column, run_migrations
@@ -72,6 +73,7 @@ class CacheService:
         self.load: LoadMonitor = upstream.load
         self.load.subscribe(self._load_changed)
         self.coalescer = Coalescer(settings.coalesce_wait_s)
+        self.repeats = VerifiedRepeats(settings.verified_repeats)
         self.install_categories(categories, classifier)
         metrics.declare_store()
         self.warm = asyncio.Event()
@@ -81,7 +83,7 @@ class CacheService:
         self.hits = upkeep.HitCounter()
         self.follower = ChangeFollower(store) if settings.sync_enabled() else None
         self.finder = Finder(settings, store, self.indexes, self.breaker, metrics, self.hits,
-                             batcher.embedder, self.load)
+                             batcher.embedder, self.load, self.repeats)
 
     def _load_changed(self, factor: float) -> None:
         self.metrics.backend_load.set(factor)
@@ -98,6 +100,7 @@ class CacheService:
             metrics.track_index(name, lambda n=name: len(self.indexes[n]), cat.quota)
             metrics.declare_category(name, [*cat.verification.slots, "probability"])
         self.categories, self.classifier = categories, classifier
+        self.repeats.forget_all()  # decided under the categories that were
         self._load_changed(self.load.factor)  # the effective thresholds and TTLs
 
     # --- life cycle ---------------------------------------------------------------------
@@ -214,6 +217,8 @@ class CacheService:
                                        out)
         if cc.lookup and forced is None:
             exact = await self.finder.exact(key, self.categories)
+            if exact is None and whole:
+                exact = await self.finder.repeated(key, self.categories)
             if exact is not None:
                 category, hit = exact
                 return await self._serve(key, category, hit, parsed,
@@ -248,8 +253,8 @@ class CacheService:
             if coalescing:
                 lead = self.coalescer.lead(key.request_hash)
         try:
-            hit = await self.finder.search(key, category, ranked, self.categories, vec) \
-                if plan.lookup and whole else None
+            hit = await self.finder.search(key, category, ranked, self.categories, vec,
+                                           remember=forced is None) if plan.lookup and whole else None
         except BaseException:
             if lead is not None:
                 self.coalescer.finish(key.request_hash, lead, Shared())
