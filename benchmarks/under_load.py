@@ -46,13 +46,16 @@ PARAPHRASES = (
 )
 
 # name, worker processes, environment ("{rules_alone}": the overlay turning the cross-encoder
-# off, written in the run's folder)
+# off, written in the run's folder). All but the last decide every wording anew (verified
+# repeats off), so that their semantic row measures the whole path; the last is the default.
+ANEW = {"SEMCACHE_VERIFIED_REPEATS": "0"}
 CONFIGS: list[tuple[str, int, dict[str, str]]] = [
-    ("1 process (default)", 1, {}),
-    ("2 worker processes (--workers 2)", 2, {}),
+    ("1 process", 1, ANEW),
+    ("2 worker processes (--workers 2)", 2, ANEW),
     ("--workers 2, rules alone (`cross_encoder: false`)", 2,
-     {"SEMCACHE_CATEGORIES_OVERLAY": "{rules_alone}"}),
-    ("--workers 2, one shared embedding process", 2, {"SEMCACHE_EMBEDDING_SHARED": "on"}),
+     {**ANEW, "SEMCACHE_CATEGORIES_OVERLAY": "{rules_alone}"}),
+    ("--workers 2, one shared embedding process", 2, {**ANEW, "SEMCACHE_EMBEDDING_SHARED": "on"}),
+    ("--workers 2, verified repeats on (the default)", 2, {}),
 ]
 
 LUA = """
@@ -182,7 +185,11 @@ def measure(args: argparse.Namespace) -> str:
         f"wrk, {args.connections} connections, one wrk thread, {args.seconds} s per row; "
         f"median of {args.rounds} rounds, the configurations alternating within each round; "
         "gateway, fake upstream and wrk share the machine's cores; SQLite store. Semantic: 270 "
-        "distinct paraphrases of 30 stored questions (every request is embedded); exact: the "
+        "distinct paraphrases of 30 stored questions, over and over; with verified repeats "
+        "off (`SEMCACHE_VERIFIED_REPEATS=0`, every row but the last) every request is embedded "
+        "and verified; in the last row (the default) a wording a worker has served once is "
+        "served again on its remembered decision, as the same wordings coming back do in "
+        "production; exact: the "
         "stored questions themselves; miss: a new question each request (forwarded, stored). "
         "\"vs direct\" = requests/s over the fake upstream's own requests/s called directly "
         "in the same round (the machine's bare HTTP ceiling). Latency in ms.",
