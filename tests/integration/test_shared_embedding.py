@@ -284,9 +284,10 @@ def test_serve_workers_share_one_embedding_process(fake_upstream: ServerThread,
         time.sleep(0.2)
         assert ask("How far is the Moon from the Earth?") in {"miss", "bypass"}
         assert ask("What is the boiling point of water at sea level?") == "hit"  # exact repeat
+        # a wording no worker has served (one served before is a verified repeat: no embedding)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and ask(
-                "what's the boiling point of water at sea level") != "hit":
+                "What's the boiling point of water at sea level?") != "hit":
             time.sleep(0.5)
         restarted = [int(m.group(1)) for line in list(lines)
                      if (m := re.search(r"shared embedding process (\d+) ready", line))]
