@@ -53,14 +53,17 @@ class EmbeddingUnavailable(RuntimeError):
 
 
 class EmbeddingServer:
-    """``pairs``: makes the cross-encoder (``logits(pairs)``), on the first pair asked for."""
+    """``pairs``: makes the cross-encoder (``logits(pairs)``), in a thread as the server starts
+    (not on the first pair asked for: a worker waits for its pairs ``SharedPairModel``'s 2 s,
+    and a model made and captured on the GPU can take longer — those pairs were refused)."""
 
     def __init__(self, embedder: Embedder, path: str, *, wait_s: float, max_batch: int,
                  pairs: Callable[[], Any] | None = None):
         self.embedder, self.path = embedder, path
         self.batcher = MicroBatcher(embedder, wait_s=wait_s, max_batch=max_batch)
         # the workers' pairs, gathered into batches as their queries are
-        self.pair_batcher = MicroBatcher(_Pairs(pairs or _no_pairs), wait_s=wait_s,  # type: ignore[arg-type]
+        self._pairs = _Pairs(pairs) if pairs is not None else None
+        self.pair_batcher = MicroBatcher(self._pairs or _Pairs(_no_pairs), wait_s=wait_s,  # type: ignore[arg-type]
                                          max_batch=max_batch)
         self.hello = orjson.dumps({
             "dim": embedder.dim, "name": embedder.name,
@@ -76,6 +79,8 @@ class EmbeddingServer:
         server = await asyncio.start_unix_server(self._client, path=self.path)
         os.chmod(self.path, 0o600)
         ready()
+        if self._pairs is not None:
+            threading.Thread(target=self._pairs.make_now, name="pair-model", daemon=True).start()
         try:
             async with server:
                 await server.serve_forever()
@@ -138,16 +143,26 @@ class EmbeddingServer:
 
 class _Pairs:
     """The cross-encoder as ``MicroBatcher`` sees an embedder: ``encode`` of a batch of pairs
-    gives one logit each; the model is made on the first batch."""
+    gives one logit each; the model is made as the server starts (``make_now``) or on the first
+    batch, whichever comes first."""
 
     def __init__(self, make: Callable[[], Any]):
         self._make, self._model, self._made = make, None, threading.Lock()
 
-    def encode(self, pairs: list[tuple[str, str]]) -> Any:
+    def model(self) -> Any:
         with self._made:
             if self._model is None:
                 self._model = self._make()
-        return self._model.logits(pairs)
+            return self._model
+
+    def make_now(self) -> None:
+        try:
+            self.model()
+        except Exception:  # tried again on the first batch; until then its pairs are refused
+            log.exception("the cross-encoder could not be made")
+
+    def encode(self, pairs: list[tuple[str, str]]) -> Any:
+        return self.model().logits(pairs)
 
 
 def _no_pairs() -> Any:

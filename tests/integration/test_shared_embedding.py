@@ -349,3 +349,21 @@ async def test_a_reply_with_the_wrong_number_of_vectors_is_refused(
                 await w.wait_closed()
         server.close()
         await server.wait_closed()
+
+
+def test_the_cross_encoder_is_made_as_the_process_starts(
+    embedder: SentenceTransformerEmbedder, socket_path: str,
+) -> None:
+    """Not on the first pair asked for: that worker waits 2 s at most, and a model made and
+    captured on a GPU takes longer (those first pairs were refused)."""
+    made = threading.Event()
+
+    def make() -> object:
+        made.set()
+        return object()
+
+    server = _ServerThread(embedder, socket_path, pairs=make)
+    try:
+        assert made.wait(30), "the cross-encoder was made only when a pair was asked for"
+    finally:
+        server.stop()
