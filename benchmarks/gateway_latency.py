@@ -71,11 +71,15 @@ def misses(chat_gw: str, n: int, first: int) -> list[tuple[str, str, dict]]:
 
 # the gateways compared, each its own process, all up at once: rows interleave (this VM's speed
 # drifts by up to 2x over minutes; only requests sent turn about are compared)
+# every semantic row but "repeats" decides each wording anew (the same wordings come back
+# ROUNDS times): verified repeats off
+ANEW = {"SEMCACHE_VERIFIED_REPEATS": "0"}
 VARIANTS = {
-    "default": {},
-    "httpx": {"SEMCACHE_UPSTREAM_TRANSPORT": "httpx"},
-    "after_reply": {"SEMCACHE_STORE_WRITES": "after_reply"},
-    "rules_alone": {},  # SEMCACHE_CATEGORIES_OVERLAY: cross_encoder false, set in run()
+    "default": ANEW,
+    "httpx": {**ANEW, "SEMCACHE_UPSTREAM_TRANSPORT": "httpx"},
+    "after_reply": {**ANEW, "SEMCACHE_STORE_WRITES": "after_reply"},
+    "rules_alone": ANEW,  # SEMCACHE_CATEGORIES_OVERLAY: cross_encoder false, set in run()
+    "repeats": {},  # verified repeats on, as shipped
 }
 ROUNDS = 6
 
@@ -102,7 +106,7 @@ def spent_ms(before: dict[str, float], after: dict[str, float], n: int) -> str:
 
 async def run(n: int, database_url: str | None) -> str:
     with tempfile.TemporaryDirectory() as tmp, fake_upstream() as up, ExitStack() as stack:
-        env = {**VARIANTS, "rules_alone": {
+        env = {**VARIANTS, "rules_alone": {**ANEW,
             "SEMCACHE_CATEGORIES_OVERLAY": str(cross_encoder_off(Path(tmp) / "off.yaml"))}}
         gws = {name: stack.enter_context(gateway(
             up, database_url if database_url and name == "default"
@@ -118,7 +122,7 @@ async def run(n: int, database_url: str | None) -> str:
             await sequential(c, [("GET", f"{gw}/healthz", {})] * 50)
             before = await stages(c, gw)
             plans = {name: misses(f"{url}/v1/chat/completions", n, 0)
-                     for name, url in gws.items() if name != "rules_alone"}
+                     for name, url in gws.items() if name not in ("rules_alone", "repeats")}
             plans["rtt"] = [("GET", f"{gw}/healthz", {})] * n
             plans["direct"] = [("POST", chat_up, {"json": body(f"direct {i}")}) for i in range(n)]
             got = await interleaved(c, plans)
@@ -129,6 +133,10 @@ async def run(n: int, database_url: str | None) -> str:
             def asked(prefix: str) -> list[str]:
                 return [f"{prefix} {COUNTRIES[i % len(COUNTRIES)]}?" for i in range(n)]
 
+            # each wording served once by the "repeats" gateway: its row is repeats alone
+            await sequential(c, [("POST", f"{gws['repeats']}/v1/chat/completions",
+                                  {"json": body(f"Which city is the capital of {x}?")})
+                                 for x in COUNTRIES])
             before = await stages(c, gw)
             pairs = await counter(c, gw, "semcache_verifier_model_pairs_total")
             hits = await interleaved(c, {
@@ -139,11 +147,15 @@ async def run(n: int, database_url: str | None) -> str:
                 "semantic_rules": [("POST", f"{gws['rules_alone']}/v1/chat/completions",
                                     {"json": body(q)})
                                    for q in asked("Which city is the capital of")],
+                "repeated": [("POST", f"{gws['repeats']}/v1/chat/completions", {"json": body(q)})
+                             for q in asked("Which city is the capital of")],
                 "rtt": [("GET", f"{gw}/healthz", {})] * n})
             hit_spent = spent_ms(before, await stages(c, gw), 2 * n)
             pairs = await counter(c, gw, "semcache_verifier_model_pairs_total") - pairs
             assert set(hits["exact"][1]) == {"hit"}, set(hits["exact"][1])
-            hit_share = {k: hits[k][1].count("hit") / n for k in ("semantic", "semantic_rules")}
+            hit_share = {k: hits[k][1].count("hit") / n
+                         for k in ("semantic", "semantic_rules", "repeated")}
+            remembered = await counter(c, gws["repeats"], "semcache_verified_repeats_total")
         alone = await transports_alone(up)
 
     def row(name: str, xs: list[float], base: list[float] | None) -> str:
@@ -160,14 +172,17 @@ async def run(n: int, database_url: str | None) -> str:
         "",
         f"Gateway and fake upstream in separate processes on loopback, SQLite store, CPU "
         f"embedding (all-MiniLM-L6-v2), {n} sequential requests per row, one at a time. "
-        f"Four gateways run side by side and the rows are measured in {ROUNDS} rounds, taking "
+        f"Five gateways run side by side and the rows are measured in {ROUNDS} rounds, taking "
         "turns, so they compare like for like: the shipped configuration (the cross-encoder "
         "beside the rules, the upstream on aiohttp's connections, the answer stored before "
-        "its last byte), and each with one thing changed. Times in ms. Semantic hits are "
+        "its last byte) with verified repeats off, so that every semantic hit is decided anew, "
+        "and each with one thing changed. Times in ms. Semantic hits are "
         "paraphrases of stored questions (with the cross-encoder "
         f"{hit_share['semantic']:.0%} of them hit, with the rules alone "
-        f"{hit_share['semantic_rules']:.0%}). Throughput and latency under load: the "
-        "`under_load` section.",
+        f"{hit_share['semantic_rules']:.0%}). The same wording again: those paraphrases on a "
+        "gateway with verified repeats on (the default) that has served each once "
+        f"({hit_share['repeated']:.0%} hit, {remembered:.0f} of them on a remembered decision). "
+        "Throughput and latency under load: the `under_load` section.",
         "",
         "| concurrency 1 | p50 | p99 | added p50 | added p99 | mean |",
         "|---|---|---|---|---|---|",
@@ -182,6 +197,8 @@ async def run(n: int, database_url: str | None) -> str:
         row("gateway semantic hit (vs round trip)", hits["semantic"][0], rtt),
         row("gateway semantic hit, rules alone: `cross_encoder: false` (vs round trip)",
             hits["semantic_rules"][0], rtt),
+        row("gateway semantic hit, the same wording again: a verified repeat (vs round trip)",
+            hits["repeated"][0], rtt),
         "",
         "Where a miss's time goes (default gateway, mean ms per miss, from its stage histograms; "
         "`search`, `verify` and `store_read` cover every candidate checked and rejected; the "
