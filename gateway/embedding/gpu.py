@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,59 +31,12 @@ log = logging.getLogger(__name__)
 
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512)
 GRAPH_MAX_TOKENS = 64 * 128  # rows x tokens of the largest captured shape
+# One caller at a time on the GPU, whatever model it runs: a CUDA graph captured while another
+# thread launches work fails ("operation failed due to a previous error during capture", seen
+# in the shared embedding process with the embedder and the cross-encoder side by side), and
+# a call owns its graph's static buffers until it has read its output.
+GPU_LOCK = threading.Lock()
 MAX_DRIFT = 1e-4
-
-
-class GpuTurns:
-    """Who may use the GPU when. Models run side by side (``side_by_side``): each one call at a
-    time under its own lock (a call owns its graphs' static buffers until it has read its
-    output), on its own CUDA stream, so the embedder's batch and the cross-encoder's overlap and
-    neither waits for the other's copies and synchronisation. A CUDA graph capture, or a model's
-    first moves onto the GPU, has the GPU ``alone``: a capture while another thread launches work
-    fails ("operation failed due to a previous error during capture", seen in the shared
-    embedding process with both models side by side). Callers waiting to be alone go first."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._working = 0
-        self._alone = False
-        self._waiting = 0
-
-    @contextmanager
-    def side_by_side(self) -> Iterator[None]:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._alone and not self._waiting)
-            self._working += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._working -= 1
-                self._cond.notify_all()
-
-    @contextmanager
-    def alone(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting += 1
-            self._cond.wait_for(lambda: not self._alone and not self._working)
-            self._waiting -= 1
-            self._alone = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._alone = False
-                self._cond.notify_all()
-
-
-GPU = GpuTurns()  # one per process: every model on its GPU
-
-
-def cuda_stream(torch: Any, device: str) -> Any:
-    """A model's own stream on ``device``; None without CUDA (eager runs on the default)."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.Stream(device=device)
-    return None
 
 
 class TorchEmbedder:
@@ -105,8 +56,7 @@ class TorchEmbedder:
         self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and self.device.startswith("cuda") and torch.cuda.is_available()
         self._max_rows = 1 << max(0, max_batch - 1).bit_length()
-        self._lock = threading.Lock()  # this model's calls, one at a time
-        self._stream = cuda_stream(torch, self.device)
+        self._lock = GPU_LOCK
         self._pad = self.tokenizer.pad_token_id or 0
         probes = list(self.PROBES)
         expected = reference.encode(probes)
@@ -136,16 +86,12 @@ class TorchEmbedder:
         rows = 1 << (len(ids) - 1).bit_length()
         longest = max(map(len, ids))
         tokens = next((b for b in TOKEN_BUCKETS if b >= longest), longest)
-        graph = None
         if self._use_graphs and rows * tokens <= GRAPH_MAX_TOKENS:
             graph = self._graphs.get((rows, tokens))
             if graph is None:
-                with GPU.alone():
-                    graph = self._capture(rows, tokens)
-        with GPU.side_by_side():
-            return graph.run(ids, self._pad) if graph is not None else self._eager(ids, longest)
-
-    def _eager(self, ids: list[list[int]], longest: int) -> Vectors:
+                graph = self._capture(rows, tokens)
+            if graph is not None:
+                return graph.run(ids, self._pad)
         host_ids = np.full((len(ids), longest), self._pad, dtype=np.int64)
         host_mask = np.zeros_like(host_ids)
         _fill(host_ids, host_mask, ids)
@@ -166,8 +112,7 @@ class TorchEmbedder:
 
     def _capture(self, rows: int, tokens: int) -> CapturedGraph | None:
         try:
-            graph = CapturedGraph(self._torch, self._forward, rows, tokens, self.device,
-                                  stream=self._stream)
+            graph = CapturedGraph(self._torch, self._forward, rows, tokens, self.device)
         except Exception as exc:  # a model whose forward cannot be captured: run it eagerly
             log.warning("CUDA graph capture failed (%s); embedding without graphs", exc)
             self._use_graphs = False
@@ -182,7 +127,7 @@ class TorchEmbedder:
             return
         shapes = shapes or [(1 << i, t) for i in range(self._max_rows.bit_length())
                             for t in TOKEN_BUCKETS[:3]]
-        with self._lock, GPU.alone():
+        with self._lock:
             for rows, tokens in shapes:
                 if (rows, tokens) not in self._graphs and rows * tokens <= GRAPH_MAX_TOKENS:
                     self._capture(rows, tokens)
@@ -191,13 +136,11 @@ class TorchEmbedder:
 class CapturedGraph:
     """One captured forward of a fixed (rows, tokens) shape, with pinned host buffers.
     ``segments``: the forward takes token type ids too (a pair's: 0 for the first text, 1 for
-    the second) — ``forward(ids, mask)`` or ``forward(ids, mask, types)``. ``stream``: where it
-    is replayed (its model's own; else the current stream)."""
+    the second) — ``forward(ids, mask)`` or ``forward(ids, mask, types)``."""
 
     def __init__(self, torch: Any, forward: Any, rows: int, tokens: int, device: str,
-                 segments: bool = False, stream: Any = None):
+                 segments: bool = False):
         self._torch = torch
-        self.stream = stream if stream is not None else torch.cuda.current_stream()
         names = ("ids", "mask", "types") if segments else ("ids", "mask")
         self.host = [torch.zeros((rows, tokens), dtype=torch.int64).pin_memory() for _ in names]
         self.dev = [torch.zeros((rows, tokens), dtype=torch.int64, device=device) for _ in names]
@@ -225,12 +168,12 @@ class CapturedGraph:
         if types is not None:
             for row, x in enumerate(types):
                 host[2][row, :len(x)] = x
-        with self._torch.inference_mode(), self._torch.cuda.stream(self.stream):
+        with self._torch.inference_mode():
             for d, h in zip(self.dev, self.host, strict=True):
                 d.copy_(h, non_blocking=True)
             self.graph.replay()
             self.host_out.copy_(self.out, non_blocking=True)
-            self.stream.synchronize()
+            self._torch.cuda.current_stream().synchronize()
         return self.host_out.numpy()[: len(ids)].copy()
 
 

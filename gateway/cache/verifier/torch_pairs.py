@@ -18,7 +18,6 @@ Without CUDA (or ``graphs=False``) the same forward runs eagerly: what the CPU t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from gateway.cache.verifier.learned import ADAPTER, PROBES, PairModel, same_word_pieces
-from gateway.embedding.gpu import GPU, GRAPH_MAX_TOKENS, TOKEN_BUCKETS, CapturedGraph, cuda_stream
+from gateway.embedding.gpu import GPU_LOCK, GRAPH_MAX_TOKENS, TOKEN_BUCKETS, CapturedGraph
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +64,11 @@ class TorchPairModel:
         model, self.tokenizer, _ = apply_adapter(adapter)
         self._torch, self.device, self.max_length = torch, device, max_length
         self.observe: Callable[[int, float], None] | None = None
-        self._lock = threading.Lock()  # this model's calls, one at a time (gpu.GpuTurns)
+        self._lock = GPU_LOCK  # with the embedder's calls, one at a time (gpu.py)
         self._graphs: dict[tuple[int, int], CapturedGraph] = {}
         self._use_graphs = graphs and device.startswith("cuda") and torch.cuda.is_available()
         self._pad = self.tokenizer.pad_token_id or 0
-        self._stream = cuda_stream(torch, device)
-        with GPU.alone():  # made in the shared process while the embedder may be capturing
+        with self._lock:  # made in the shared process while the embedder may be capturing
             self._model = model.to(device).eval()
             alone = np.concatenate([self._eager([ids], [types])
                                     for ids, types in (self._encode(a, b) for a, b in PROBES)])
@@ -108,16 +106,11 @@ class TorchPairModel:
         ids, types = [i for i, _ in chunk], [t for _, t in chunk]
         rows, longest = 1 << (len(chunk) - 1).bit_length(), max(map(len, ids))
         tokens = next((t for t in TOKEN_BUCKETS if t >= longest), longest)
-        graph = None
         if self._use_graphs and rows * tokens <= GRAPH_MAX_TOKENS:
-            graph = self._graphs.get((rows, tokens))
-            if graph is None:
-                with GPU.alone():
-                    graph = self._capture(rows, tokens)
-        with GPU.side_by_side():
+            graph = self._graphs.get((rows, tokens)) or self._capture(rows, tokens)
             if graph is not None:
                 return graph.run(ids, self._pad, types)[:len(chunk)]
-            return self._eager(ids, types)
+        return self._eager(ids, types)
 
     def _eager(self, ids: list[list[int]], types: list[list[int]]) -> np.ndarray:
         torch = self._torch
@@ -135,7 +128,7 @@ class TorchPairModel:
     def _capture(self, rows: int, tokens: int) -> CapturedGraph | None:
         try:
             graph = CapturedGraph(self._torch, self._forward, rows, tokens, self.device,
-                                  segments=True, stream=self._stream)
+                                  segments=True)
         except Exception as exc:  # a forward that cannot be captured: run it eagerly
             log.warning("CUDA graph capture failed (%s); the cross-encoder runs without", exc)
             self._use_graphs = False
