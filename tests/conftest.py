@@ -7,9 +7,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import gc
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from gateway.config import Settings
 from gateway.devtools.fake_upstream import create_fake_app
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
+from gateway.resources import categories_dir
 from tests.clients import close_all
 
 
@@ -80,6 +83,14 @@ def wait_ready(url: str, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} never became ready")
         time.sleep(0.05)
+
+
+@pytest.fixture
+def cats(tmp_path: Path) -> Path:
+    """A copy of the packaged categories that a test may edit (and reload)."""
+    d = tmp_path / "categories"
+    shutil.copytree(categories_dir(), d)
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,17 +13,9 @@ import yaml
 
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.resources import categories_dir
 from tests.conftest import GatewayFactory
 
 ADMIN = {"authorization": "Bearer admin-secret"}
-
-
-@pytest.fixture
-def cats(tmp_path: Path) -> Path:
-    d = tmp_path / "categories"
-    shutil.copytree(categories_dir(), d)
-    return d
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ entry, the scope and the categories it was decided under still hold."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,20 +15,12 @@ import yaml
 from gateway.cache.repeats import Decision, VerifiedRepeats
 from gateway.devtools.serverthread import ServerThread
 from gateway.embedding import SentenceTransformerEmbedder
-from gateway.resources import categories_dir
 from tests.conftest import GatewayFactory
+from tests.integration.test_admin import ADMIN
 from tests.integration.test_observability import value
 
 Q, PARA = "Who painted the Mona Lisa?", "Who was the painter of the Mona Lisa?"
-ADMIN = {"authorization": "Bearer admin-secret"}
 Ask = Callable[..., httpx.Response]
-
-
-@pytest.fixture
-def cats(tmp_path: Path) -> Path:
-    d = tmp_path / "categories"
-    shutil.copytree(categories_dir(), d)
-    return d
 
 
 @pytest.fixture
